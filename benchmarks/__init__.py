@@ -1,0 +1,1 @@
+"""Throughput and time-to-solve benchmarks; results and the commands that made them are in RESULTS.md."""

@@ -1,0 +1,86 @@
+"""Environment-only throughput: agent-steps per second of the JAX MobileRobot vs number of parallel robots.
+
+Each measurement runs ``steps`` vmapped ``env.step`` calls inside one jitted ``lax.scan`` with random actions,
+after a warm-up call that compiles it, blocks on the result, and takes the median of ``repeats`` runs.
+Compile time is reported separately.
+
+    python -m benchmarks.env_throughput [--env MobileRobot] [--num-envs 1 16 256 4096 65536] [--json out.json]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+
+import envs
+from benchmarks.machine import machine_info
+
+
+def make_runner(env, params, num_envs: int, steps: int):
+    """A compiled function running ``steps`` steps of ``num_envs`` robots with uniform random actions."""
+
+    def run(key):
+        key_reset, key_run = jax.random.split(key)
+        _, state = env.reset_batch(key_reset, params, num_envs)
+
+        def body(carry, _):
+            state, key, total = carry
+            key, key_act, key_step = jax.random.split(key, 3)
+            action = jax.random.uniform(key_act, (num_envs, env.action_size), minval=-1.0, maxval=1.0)
+            _, state, reward, *_ = env.step_batch(key_step, state, action, params)
+            return (state, key, total + jnp.sum(reward)), None
+
+        (_, _, total), _ = jax.lax.scan(body, (state, key_run, jnp.float32(0.0)), None, length=steps)
+        return total
+
+    return jax.jit(run)
+
+
+def measure(env, params, num_envs: int, min_agent_steps: int, repeats: int) -> dict:
+    steps = max(16, min_agent_steps // num_envs)
+    run = make_runner(env, params, num_envs, steps)
+    t0 = time.perf_counter()
+    run(jax.random.PRNGKey(0)).block_until_ready()
+    compile_s = time.perf_counter() - t0
+    times = []
+    for i in range(repeats):
+        t0 = time.perf_counter()
+        run(jax.random.PRNGKey(i + 1)).block_until_ready()
+        times.append(time.perf_counter() - t0)
+    median = statistics.median(times)
+    return {"num_envs": num_envs, "steps": steps, "agent_steps": steps * num_envs, "seconds": median,
+            "agent_steps_per_second": steps * num_envs / median, "compile_and_first_run_s": compile_s}
+
+
+def table(rows: list[dict]) -> str:
+    lines = ["| robots | agent-steps/s | run (s) | compile + first run (s) |", "|---:|---:|---:|---:|"]
+    lines += [f"| {r['num_envs']} | {r['agent_steps_per_second']:,.0f} | {r['seconds']:.3f} | {r['compile_and_first_run_s']:.2f} |"
+              for r in rows]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--env", default="MobileRobot", choices=envs.registered())
+    parser.add_argument("--num-envs", type=int, nargs="+", default=[1, 16, 256, 1024, 4096, 16384, 65536])
+    parser.add_argument("--agent-steps", type=int, default=4_000_000, help="agent-steps per timed run (at least 16 steps)")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--json", help="also write the results here")
+    args = parser.parse_args(argv)
+    env = envs.make(args.env)
+    rows = [measure(env, env.default_params, n, args.agent_steps, args.repeats) for n in args.num_envs]
+    info = machine_info()
+    print(f"{args.env} env-only throughput — {info['cpu']} ({info['cores']} cores), {info['backend']}, "
+          f"JAX {info['jax']}, {info['date']}")
+    print(table(rows))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"machine": info, "env": args.env, "rows": rows}, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,175 @@
+"""MobileRobot: the Unity ML-Agents reach-goal scene (s6, 19 observations) as a pure-JAX environment.
+
+Faithful to ``Car_Agent_s6`` in the scene "s6 - Multiple agents PPO training" (numbers in
+``../shared/reference/mobile-robot.md`` §1.1–1.3 and §5):
+
+* action ``[a0, a1]`` clipped to [-1, 1]: translate ``0.2·a0`` m along the heading, then turn ``10·a1``°
+  (a1 > 0 turns right). Walls are solid: the 1.0 × 1.5 m body slides along them or stops.
+* observation ``[facing/180, d0/4, …, d17/4]``: the signed 3-D angle to the goal centre (positive when the goal
+  is to the left) and 18 rays every 20° clockwise from straight ahead, 4 m long, from 0.01 m behind the pivot,
+  stopping at the four walls or the goal sphere (a 0.44 m circle at sensor height); 1.0 when nothing is hit.
+* reward −0.005 per step; +10 and the episode ends when a front ray (0°, ±20°, ±40°, ±60°) sees the goal closer
+  than 2 m; −5 for every other ray hit closer than 2 m (cast before the goal ray, as Unity's loop does).
+* each episode starts at the arena's car and goal spots with ±0.5 m uniform jitter, car yaw 0; robot ``slot``
+  uses arena ``slot mod 8``, exactly as the scene's 8 TrainingWorlds.
+
+The only deliberate difference: ``max_episode_steps`` (default 1000) truncates an episode; Unity's scene has no
+time limit. Not modelled (documented in §5.8): the 0.34 m drop onto the floor after a reset (the sensors are at
+the settled height) and penalties cast from the new spawn after ``EndEpisode`` in the same Unity step.
+
+Beyond the scene (off by default): ``random_spawn`` places car and goal anywhere in the arena,
+``random_heading`` starts at any yaw, ``action_mode="wheels"`` reads the action as left/right wheel speeds.
+"""
+from __future__ import annotations
+
+import chex
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+from envs import car
+from envs.api import Environment
+
+# Walls of one arena as axis-aligned boxes (centre x, z; half extents x, z), from the scene's 9.8616 × 1 walls.
+S6_WALLS = (
+    ((0.0, 5.45), (4.9308, 0.5)),
+    ((0.0, -5.35), (4.9308, 0.5)),
+    ((5.34, 0.30), (0.5, 4.9308)),
+    ((-5.52, 0.30), (0.5, 4.9308)),
+)
+S6_CAR_SPAWNS = ((0.89, -1.626), (0.89, 2.544), (2.19, -0.226), (-2.27, 0.994),
+                 (0.89, 2.224), (-2.74, -1.406), (0.89, 1.214), (0.89, -2.116))
+S6_GOAL_SPAWNS = ((-3.17, 1.394), (-1.21, -1.436), (-1.21, -0.306), (1.24, -1.436),
+                  (-1.21, -2.226), (3.05, 2.514), (-0.17, -2.476), (-1.92, 1.884))
+FRONT_RAYS_S6 = (0, 1, 2, 3, 15, 16, 17)
+# The free floor inside the walls (x_min, z_min, x_max, z_max), for random spawns.
+S6_FREE_AREA = (-5.02, -4.85, 4.84, 4.95)
+
+
+@struct.dataclass
+class MobileRobotParams:
+    """Every constant of the scene; override with ``params.replace(...)``."""
+
+    forward_step: float = 0.2          # m per unit a0 (Unity: Translate(0, 0, a0*0.2))
+    turn_step: float = 10.0            # degrees per unit a1 (Unity: Rotate(0, a1*10, 0))
+    wheel_speed: float = 0.2           # wheels mode: m per step of a wheel at |action| = 1
+    wheel_base: float = 1.0            # wheels mode: m between the wheels (the body is 1.0 m wide)
+    ray_length: float = 4.0
+    sensor_behind_pivot: float = 0.01
+    pivot_height: float = 0.203        # settled car pivot above the floor
+    sensor_above_pivot: float = 0.2356
+    goal_height: float = 0.68          # goal sphere centre above the floor
+    goal_radius: float = 0.5
+    step_reward: float = -0.005
+    goal_reward: float = 10.0
+    near_penalty: float = -5.0
+    near_distance: float = 2.0
+    spawn_jitter: float = 0.5
+    min_spawn_distance: float = 2.5    # random_spawn: closest the goal may start to the car
+    max_episode_steps: int = 1000
+    action_mode: str = struct.field(pytree_node=False, default="unity")
+    random_spawn: bool = struct.field(pytree_node=False, default=False)
+    random_heading: bool = struct.field(pytree_node=False, default=False)
+    walls: tuple = struct.field(pytree_node=False, default=S6_WALLS)
+    car_spawns: tuple = struct.field(pytree_node=False, default=S6_CAR_SPAWNS)
+    goal_spawns: tuple = struct.field(pytree_node=False, default=S6_GOAL_SPAWNS)
+    free_area: tuple = struct.field(pytree_node=False, default=S6_FREE_AREA)
+    front_rays: tuple = struct.field(pytree_node=False, default=FRONT_RAYS_S6)
+
+    @property
+    def goal_ray_radius(self) -> jnp.ndarray:
+        """Radius of the goal sphere's cross-section at the sensors' height."""
+        dy = self.goal_height - (self.pivot_height + self.sensor_above_pivot)
+        return jnp.sqrt(jnp.maximum(self.goal_radius**2 - dy**2, 0.0))
+
+
+@struct.dataclass
+class MobileRobotState:
+    pos: jnp.ndarray    # [2] car pivot (x, z), arena-relative
+    yaw: jnp.ndarray    # car yaw in degrees, clockwise from +z
+    goal: jnp.ndarray   # [2] goal centre
+    slot: jnp.ndarray   # batch slot; the arena is slot mod 8
+    t: jnp.ndarray      # decisions taken in this episode
+
+
+def wall_boxes(walls: tuple) -> tuple[jnp.ndarray, jnp.ndarray, jnp.ndarray]:
+    centers = jnp.asarray([c for c, _ in walls], jnp.float32)
+    halves = jnp.asarray([h for _, h in walls], jnp.float32)
+    return centers, halves, jnp.zeros(len(walls), jnp.float32)
+
+
+def sample_free_point(key: chex.PRNGKey, free_area: tuple, margin: float) -> jnp.ndarray:
+    lo = jnp.asarray(free_area[:2], jnp.float32) + margin
+    hi = jnp.asarray(free_area[2:], jnp.float32) - margin
+    return jax.random.uniform(key, (2,), minval=lo, maxval=hi)
+
+
+def sample_random_spawn(key: chex.PRNGKey, params: MobileRobotParams, tries: int = 16) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """Car and goal anywhere on the floor, at least ``min_spawn_distance`` apart (first valid of ``tries`` draws)."""
+    key_car, key_goal = jax.random.split(key)
+    cars = jax.vmap(lambda k: sample_free_point(k, params.free_area, 1.1))(jax.random.split(key_car, tries))
+    goals = jax.vmap(lambda k: sample_free_point(k, params.free_area, 0.6))(jax.random.split(key_goal, tries))
+    ok = jnp.linalg.norm(cars - goals, axis=-1) >= params.min_spawn_distance
+    pick = jnp.argmax(ok)
+    return cars[pick], goals[pick]
+
+
+class MobileRobot(Environment[MobileRobotState, MobileRobotParams]):
+    """The 19-observation reach-goal scene; see the module docstring."""
+
+    observation_size = 1 + car.NUM_RAYS
+    action_size = 2
+
+    @property
+    def default_params(self) -> MobileRobotParams:
+        return MobileRobotParams()
+
+    def reset_env(self, key, params, slot, prev_state):
+        key_arena, key_car, key_goal, key_yaw, key_random = jax.random.split(key, 5)
+        num_arenas = len(params.car_spawns)
+        arena = jnp.where(slot < 0, jax.random.randint(key_arena, (), 0, num_arenas), slot % num_arenas)
+        jitter = lambda k: jax.random.uniform(k, (2,), minval=-params.spawn_jitter, maxval=params.spawn_jitter)
+        # Unity translates the car in its pre-reset frame, then sets yaw 0; the goal's yaw is always 0.
+        prev_yaw = jnp.float32(0.0) if prev_state is None else prev_state.yaw
+        pos = jnp.asarray(params.car_spawns, jnp.float32)[arena] + car.geometry.rotate(jitter(key_car), prev_yaw)
+        goal = jnp.asarray(params.goal_spawns, jnp.float32)[arena] + jitter(key_goal)
+        if params.random_spawn:
+            pos, goal = sample_random_spawn(key_random, params)
+        yaw = jax.random.uniform(key_yaw, (), minval=-180.0, maxval=180.0) if params.random_heading else jnp.float32(0.0)
+        state = MobileRobotState(pos=pos, yaw=yaw, goal=goal, slot=jnp.where(slot < 0, arena, slot).astype(jnp.int32),
+                                 t=jnp.int32(0))
+        distances, _ = self._rays(state, params)
+        return self._observation(state, distances, params), state
+
+    def step_env(self, key, state, action, params):
+        chex.assert_shape(action, (self.action_size,))
+        delta, dyaw = car.motion(state.yaw, action, params.action_mode, params.forward_step, params.turn_step,
+                                 params.wheel_speed, params.wheel_base)
+        pos, yaw = car.move(state.pos, state.yaw, delta, dyaw, wall_boxes(params.walls))
+        state = state.replace(pos=pos, yaw=yaw, t=state.t + 1)
+        distances, shape = self._rays(state, params)
+        reward, terminated = self._reward(distances, shape == len(params.walls), params)
+        truncated = (state.t >= params.max_episode_steps) & ~terminated
+        return self._observation(state, distances, params), state, reward, terminated, truncated
+
+    def _rays(self, state: MobileRobotState, params: MobileRobotParams) -> tuple[jnp.ndarray, jnp.ndarray]:
+        circles = (state.goal[None, :], params.goal_ray_radius)
+        distances, shape = car.cast_rays(state.pos, state.yaw, params.sensor_behind_pivot, wall_boxes(params.walls), circles)
+        return jnp.where(distances <= params.ray_length, distances, jnp.inf), shape
+
+    def _observation(self, state, distances, params) -> jnp.ndarray:
+        facing = car.facing_angle_deg(state.pos, state.yaw, state.goal, params.goal_height - params.pivot_height,
+                                      goal_first=True)
+        rays = jnp.where(jnp.isfinite(distances), distances / params.ray_length, 1.0)
+        return jnp.concatenate([(facing / 180.0)[None], rays]).astype(jnp.float32)
+
+    def _reward(self, distances, hit_goal, params) -> tuple[jnp.ndarray, jnp.ndarray]:
+        close = distances < params.near_distance
+        front = jnp.zeros(car.NUM_RAYS, bool).at[jnp.asarray(params.front_rays)].set(True)
+        reached = close & hit_goal & front
+        before_end = jnp.arange(car.NUM_RAYS) < car.first_index(reached)
+        penalised = close & ~reached & before_end
+        terminated = jnp.any(reached)
+        reward = (params.step_reward + params.goal_reward * terminated
+                  + params.near_penalty * jnp.sum(penalised))
+        return reward.astype(jnp.float32), terminated

@@ -1,0 +1,159 @@
+"""MobileRobotObstacles: the Unity "s7 - avoid blocks" scene (22 observations) as a pure-JAX environment.
+
+Faithful to ``Car_Agent_s7`` (``../shared/reference/mobile-robot.md`` §1.5): the same car and sensors as
+MobileRobot, 0.4 m per unit a0, a rotated block between car and goal, and a box-shaped goal.
+
+* observation ``[stage one-hot (3), facing, d0/4 … d17/4]``. Stage 3: the goal is more than 40° off the
+  heading; stage 1: within 40° and a ray from the pivot to the goal centre reaches it; stage 2: within 40° but
+  something is in the way — the block, or the car's own ``head`` capsule, which that ray crosses whenever the
+  goal is within about ±29.5° of straight ahead (a quirk of the scene, kept). ``facing`` is the signed 3-D angle
+  in raw degrees, positive to the right, reported only in stage 1 (0 otherwise), as the scene does.
+* reward −0.005 × (stage before the move); +100 and the episode ends when a front ray (0°, ±20°, ±40°) sees the
+  goal within 2 m; −0.5 for every other ray hit closer than 1 m; Unity's ``MaxStep`` 2500 truncates.
+* fixed starts per arena (the scene's randomisation is commented out); robot ``slot`` uses arena ``slot mod 8``.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+from envs import car, geometry
+from envs.api import Environment
+
+# s7 walls (thickness 0.543): centre (x, z), half extents (x, z).
+S7_WALLS = (
+    ((5.34, 0.064), (0.2715, 4.931)),
+    ((-5.34, 0.064), (0.2715, 4.931)),
+    ((-0.06, -5.016), (5.547, 0.2715)),
+    ((-0.06, 5.014), (5.547, 0.2715)),
+)
+S7_BLOCK_HALF = (1.92, 0.3)
+S7_GOAL_HALF = (0.655, 0.3)
+# Per arena: car (x, z), block centre (x, z), block yaw (deg), goal centre (x, z).
+S7_ARENAS = (
+    ((2.72, -2.506), (-0.09, -0.056), 0.0, (-1.45, 2.604)),
+    ((1.44, -3.006), (-0.09, 0.67), 30.0, (-0.02, 3.294)),
+    ((-2.32, -2.856), (-0.09, 0.304), 60.0, (1.63, 2.974)),
+    ((1.85, -2.546), (-0.30, 0.674), 90.0, (-2.96, 3.254)),
+    ((-2.56, -1.936), (-0.09, 0.354), 0.0, (-1.45, 3.224)),
+    ((0.89, -1.846), (-0.09, 0.67), -30.0, (-2.35, 2.784)),
+    ((-2.27, -2.886), (-0.92, 0.974), -60.0, (2.21, 3.254)),
+    ((-2.86, -2.926), (-0.09, 0.254), 91.0, (2.28, 3.014)),
+)
+FRONT_RAYS_S7 = (0, 1, 2, 16, 17)
+
+
+@struct.dataclass
+class MobileRobotObstaclesParams:
+    """Every constant of the s7 scene; override with ``params.replace(...)``."""
+
+    forward_step: float = 0.4
+    turn_step: float = 10.0
+    wheel_speed: float = 0.4
+    wheel_base: float = 1.0
+    ray_length: float = 4.0
+    sensor_behind_pivot: float = 0.01
+    pivot_height: float = 0.203
+    goal_height: float = 0.625         # centre of the 1.25 m high goal box
+    stage_angle: float = 40.0
+    head_occlusion_angle: float = 29.5  # the pivot→goal ray crosses the car's head capsule inside this bearing
+    stage_step_cost: float = -0.005
+    goal_reward: float = 100.0
+    goal_distance: float = 2.0
+    near_penalty: float = -0.5
+    near_distance: float = 1.0
+    max_episode_steps: int = 2500      # Unity's MaxStep in this scene
+    action_mode: str = struct.field(pytree_node=False, default="unity")
+    walls: tuple = struct.field(pytree_node=False, default=S7_WALLS)
+    arenas: tuple = struct.field(pytree_node=False, default=S7_ARENAS)
+    block_half: tuple = struct.field(pytree_node=False, default=S7_BLOCK_HALF)
+    goal_half: tuple = struct.field(pytree_node=False, default=S7_GOAL_HALF)
+    front_rays: tuple = struct.field(pytree_node=False, default=FRONT_RAYS_S7)
+
+
+@struct.dataclass
+class MobileRobotObstaclesState:
+    pos: jnp.ndarray
+    yaw: jnp.ndarray
+    slot: jnp.ndarray
+    t: jnp.ndarray
+    stage: jnp.ndarray  # stage (1, 2, 3) at the last observation; the next step's cost depends on it
+
+
+def arena_table(params: MobileRobotObstaclesParams, column: int) -> jnp.ndarray:
+    return jnp.asarray([a[column] for a in params.arenas], jnp.float32)
+
+
+class MobileRobotObstacles(Environment[MobileRobotObstaclesState, MobileRobotObstaclesParams]):
+    """The 22-observation avoid-the-block scene; see the module docstring."""
+
+    observation_size = 3 + 1 + car.NUM_RAYS
+    action_size = 2
+
+    @property
+    def default_params(self) -> MobileRobotObstaclesParams:
+        return MobileRobotObstaclesParams()
+
+    def _scene(self, arena, params):
+        """Solid boxes of one arena (walls, block, goal); the goal box is the last one."""
+        walls_c = jnp.asarray([c for c, _ in params.walls], jnp.float32)
+        walls_h = jnp.asarray([h for _, h in params.walls], jnp.float32)
+        centers = jnp.concatenate([walls_c, arena_table(params, 1)[arena][None], arena_table(params, 3)[arena][None]])
+        halves = jnp.concatenate([walls_h, jnp.asarray([params.block_half, params.goal_half], jnp.float32)])
+        yaws = jnp.concatenate([jnp.zeros(len(params.walls)), arena_table(params, 2)[arena][None], jnp.zeros(1)])
+        return centers, halves, yaws
+
+    def reset_env(self, key, params, slot, prev_state):
+        arena = jnp.where(slot < 0, jax.random.randint(key, (), 0, len(params.arenas)), slot % len(params.arenas))
+        state = MobileRobotObstaclesState(pos=arena_table(params, 0)[arena], yaw=jnp.float32(0.0),
+                                          slot=jnp.where(slot < 0, arena, slot).astype(jnp.int32), t=jnp.int32(0),
+                                          stage=jnp.int32(0))
+        obs, stage, _, _ = self._observe(state, params)
+        return obs, state.replace(stage=stage)
+
+    def step_env(self, key, state, action, params):
+        arena = state.slot % len(params.arenas)
+        delta, dyaw = car.motion(state.yaw, action, params.action_mode, params.forward_step, params.turn_step,
+                                 params.wheel_speed, params.wheel_base)
+        pos, yaw = car.move(state.pos, state.yaw, delta, dyaw, self._scene(arena, params))
+        moved = state.replace(pos=pos, yaw=yaw, t=state.t + 1)
+        obs, stage, distances, hit_goal = self._observe(moved, params)
+        goal = distances <= params.goal_distance
+        front = jnp.zeros(car.NUM_RAYS, bool).at[jnp.asarray(params.front_rays)].set(True)
+        reached = goal & hit_goal & front
+        before_end = jnp.arange(car.NUM_RAYS) < car.first_index(reached)
+        penalised = (distances < params.near_distance) & ~reached & before_end
+        terminated = jnp.any(reached)
+        # Unity adds −0.005·new and −0.005·(old − new): the cost of a step is set by the stage before it.
+        reward = (params.stage_step_cost * state.stage + params.goal_reward * terminated
+                  + params.near_penalty * jnp.sum(penalised)).astype(jnp.float32)
+        truncated = (moved.t >= params.max_episode_steps) & ~terminated
+        return obs, moved.replace(stage=stage), reward, terminated, truncated
+
+    def _observe(self, state, params):
+        arena = state.slot % len(params.arenas)
+        centers, halves, yaws = self._scene(arena, params)
+        goal = centers[-1]
+        no_circles = (jnp.zeros((0, 2), jnp.float32), jnp.float32(0.0))
+        distances, shape = car.cast_rays(state.pos, state.yaw, params.sensor_behind_pivot, (centers, halves, yaws), no_circles)
+        distances = jnp.where(distances <= params.ray_length, distances, jnp.inf)
+        hit_goal = shape == centers.shape[0] - 1
+        facing = car.facing_angle_deg(state.pos, state.yaw, goal, params.goal_height - params.pivot_height, goal_first=False)
+        stage = self._stage(state, facing, goal, (centers, halves, yaws), params)
+        one_hot = jax.nn.one_hot(stage - 1, 3)
+        rays = jnp.where(jnp.isfinite(distances), distances / params.ray_length, 1.0)
+        obs = jnp.concatenate([one_hot, jnp.where(stage == 1, facing, 0.0)[None], rays]).astype(jnp.float32)
+        return obs, stage, distances, hit_goal
+
+    def _stage(self, state, facing, goal, boxes, params) -> jnp.ndarray:
+        to_goal = goal - state.pos
+        direction = to_goal / jnp.maximum(jnp.linalg.norm(to_goal), 1e-6)
+        centers, halves, yaws = boxes
+        to_block = geometry.ray_box_distance(state.pos, direction, centers[-2], halves[-2], yaws[-2])
+        to_goal_box = geometry.ray_box_distance(state.pos, direction, centers[-1], halves[-1], yaws[-1])
+        f = geometry.heading(state.yaw)
+        bearing = jnp.rad2deg(jnp.arctan2(jnp.sum(to_goal * geometry.right_of(f)), jnp.sum(to_goal * f)))
+        blocked = (to_block < to_goal_box) | (jnp.abs(bearing) < params.head_occlusion_angle)
+        in_view = jnp.abs(facing) <= params.stage_angle
+        return jnp.where(in_view, jnp.where(blocked, 2, 1), 3).astype(jnp.int32)

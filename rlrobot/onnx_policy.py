@@ -1,0 +1,118 @@
+"""Run an ML-Agents ``.onnx`` policy as a pure-JAX function, so it can act inside the jitted simulator.
+
+Both ML-Agents output formats are understood: the current one (input ``obs_0``, outputs
+``continuous_actions`` / ``deterministic_continuous_actions``, version 3) and the older one of the
+shipped Unity policies (input ``vector_observation``, output ``action`` [batch, n, 1], version 2).
+The graph is interpreted op by op with ``jax.numpy``; ``RandomNormalLike`` draws from a JAX key,
+or gives zeros for the deterministic action (the distribution mean μ, clipped to ±3 and divided by 3).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+OBS_INPUTS = ("obs_0", "vector_observation")
+
+
+@dataclass(frozen=True)
+class OnnxPolicy:
+    """A loaded policy: ``act(obs[B, n], key | None) -> actions[B, k]`` in the env's [-1, 1] units."""
+
+    path: Path
+    observation_size: int
+    action_size: int
+    act: Callable[[jnp.ndarray, jax.Array | None], jnp.ndarray]
+
+
+def _attributes(node) -> dict:
+    from onnx import helper
+
+    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
+
+
+def _interpret(nodes, values: dict, key: jax.Array | None) -> dict:
+    from onnx import numpy_helper
+
+    for index, node in enumerate(nodes):
+        attrs = _attributes(node)
+        x = [values[name] for name in node.input if name]
+        op = node.op_type
+        if op == "Gemm":
+            a, b = x[0], x[1]
+            a = a.T if attrs.get("transA", 0) else a
+            b = b.T if attrs.get("transB", 0) else b
+            out = attrs.get("alpha", 1.0) * a @ b
+            if len(x) > 2:
+                out = out + attrs.get("beta", 1.0) * x[2]
+        elif op == "MatMul":
+            out = x[0] @ x[1]
+        elif op in ("Add", "Sub", "Mul", "Div"):
+            out = {"Add": jnp.add, "Sub": jnp.subtract, "Mul": jnp.multiply, "Div": jnp.divide}[op](x[0], x[1])
+        elif op == "Clip":
+            lo = x[1] if len(x) > 1 else attrs.get("min", -jnp.inf)
+            hi = x[2] if len(x) > 2 else attrs.get("max", jnp.inf)
+            out = jnp.clip(x[0], lo, hi)
+        elif op == "Sigmoid":
+            out = jax.nn.sigmoid(x[0])
+        elif op in ("Exp", "Sqrt", "Tanh", "Neg"):
+            out = {"Exp": jnp.exp, "Sqrt": jnp.sqrt, "Tanh": jnp.tanh, "Neg": jnp.negative}[op](x[0])
+        elif op == "Concat":
+            out = jnp.concatenate(x, axis=attrs["axis"])
+        elif op == "Unsqueeze":
+            axes = attrs["axes"] if "axes" in attrs else [int(v) for v in np.asarray(x[1])]
+            out = jnp.expand_dims(x[0], tuple(axes))
+        elif op == "Squeeze":
+            axes = attrs.get("axes") or ([int(v) for v in np.asarray(x[1])] if len(x) > 1 else None)
+            out = jnp.squeeze(x[0], tuple(axes) if axes else None)
+        elif op == "Identity":
+            out = x[0]
+        elif op == "Constant":
+            out = jnp.asarray(numpy_helper.to_array(attrs["value"]))
+        elif op == "RandomNormalLike":
+            shape = x[0].shape
+            noise = jnp.zeros(shape) if key is None else jax.random.normal(jax.random.fold_in(key, index), shape)
+            out = attrs.get("mean", 0.0) + attrs.get("scale", 1.0) * noise
+        else:
+            raise ValueError(f"ONNX op {op} (node {node.name or index}) is not supported by the policy loader")
+        values[node.output[0]] = out
+    return values
+
+
+def load_onnx_policy(path: str | Path) -> OnnxPolicy:
+    """Load an ML-Agents policy file; raise ``ValueError`` naming the file when it is not one."""
+    import onnx
+    from onnx import numpy_helper
+
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{path}: no such ONNX file")
+    model = onnx.load(str(path))
+    graph = model.graph
+    inputs = {i.name: i for i in graph.input}
+    obs_name = next((n for n in OBS_INPUTS if n in inputs), None)
+    outputs = {o.name for o in graph.output}
+    if obs_name is None:
+        raise ValueError(f"{path}: no ML-Agents observation input (expected one of {OBS_INPUTS}); found {sorted(inputs)}")
+    observation_size = inputs[obs_name].type.tensor_type.shape.dim[-1].dim_value
+    if "deterministic_continuous_actions" in outputs:
+        deterministic_out, sampled_out = "deterministic_continuous_actions", "continuous_actions"
+    elif "action" in outputs:
+        deterministic_out = sampled_out = "action"
+    else:
+        raise ValueError(f"{path}: no continuous action output (continuous_actions or action); found {sorted(outputs)}")
+    constants = {i.name: jnp.asarray(numpy_helper.to_array(i)) for i in graph.initializer}
+    nodes = list(graph.node)
+
+    def act(obs: jnp.ndarray, key: jax.Array | None = None) -> jnp.ndarray:
+        values = dict(constants)
+        values[obs_name] = jnp.asarray(obs, jnp.float32)
+        out = _interpret(nodes, values, key)[deterministic_out if key is None else sampled_out]
+        return out.reshape(out.shape[0], -1)
+
+    probe = jax.eval_shape(act, jax.ShapeDtypeStruct((1, observation_size), jnp.float32))
+    return OnnxPolicy(path=path, observation_size=observation_size, action_size=probe.shape[-1], act=act)

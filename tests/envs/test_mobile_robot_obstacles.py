@@ -1,0 +1,51 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import envs
+from envs.mobile_robot_obstacles import S7_ARENAS, MobileRobotObstaclesState
+
+ENV = envs.make("MobileRobotObstacles")
+PARAMS = ENV.default_params
+
+
+def place(x, z, yaw=0.0, slot=0):
+    return MobileRobotObstaclesState(pos=jnp.array([x, z], jnp.float32), yaw=jnp.float32(yaw), slot=jnp.int32(slot),
+                                     t=jnp.int32(0), stage=jnp.int32(0))
+
+
+def observe(state):
+    return np.asarray(jax.jit(ENV._observe)(state, PARAMS)[0])
+
+
+def test_layout_fixed_starts_and_one_hot_stage():
+    assert ENV.observation_size == 22 and ENV.action_size == 2
+    obs, state = ENV.reset_batch(jax.random.PRNGKey(0), PARAMS, 16)
+    assert obs.shape == (16, 22)
+    np.testing.assert_allclose(state.pos, np.asarray([a[0] for a in S7_ARENAS])[np.arange(16) % 8])
+    np.testing.assert_allclose(obs[:, :3].sum(-1), 1.0)
+    assert jnp.all((obs[:, 4:] > 0) & (obs[:, 4:] <= 1))
+
+
+def test_stages_and_facing_angle():
+    # arena 4: goal box at (-1.45, 3.224), block at (-0.09, 0.354) between.
+    behind = observe(place(-1.45, 0.0, yaw=180.0, slot=4))
+    np.testing.assert_allclose(behind[:4], [0, 0, 1, 0])           # stage 3: goal more than 40° off
+    # 35° to the right of a clear line of sight (car above the block, goal ahead-right): stage 1, angle > 0
+    clear = observe(place(-3.2, 1.2, yaw=5.0, slot=4))
+    assert clear[0] == 1 and clear[3] > 29.5
+    # facing the goal straight on: the car's own head blocks the pivot ray → stage 2, angle reported as 0
+    straight = observe(place(-1.45, 1.2, yaw=0.0, slot=4))
+    np.testing.assert_allclose(straight[:4], [0, 1, 0, 0])
+    # the block between car and goal: stage 2 even when 35° off
+    blocked = observe(place(-0.8, -1.5, yaw=-35.0, slot=4))
+    np.testing.assert_allclose(blocked[:4], [0, 1, 0, 0])
+
+
+def test_the_block_is_solid():
+    state = place(-0.09, -2.3, slot=0)  # arena 0's block spans z in [-0.356, 0.244]
+    step = jax.jit(ENV.step_env)
+    for _ in range(10):
+        _, state, *_ = step(jax.random.PRNGKey(0), state, jnp.array([1.0, 0.0]), PARAMS)
+    assert float(state.pos[1]) + 1.0 <= -0.356 + 1e-5  # the nose stops before the block
+    np.testing.assert_allclose(state.pos[1], -1.5, atol=1e-5)  # after two 0.4 m steps
