@@ -1,0 +1,176 @@
+"""Actor, critic and observation normaliser, initialised and wired the way ML-Agents builds them.
+
+ML-Agents (``shared_critic: false``) keeps two separate MLPs, each behind its own observation normaliser. Both are
+mirrored here so that training dynamics match and the ONNX export can carry the actor's normaliser exactly.
+Parameters (``AgentParams``) and normaliser statistics live apart so gradients are taken w.r.t. the parameters
+while the statistics stay fixed.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import chex
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+NORMALIZED_OBS_CLIP = 5.0
+ACTION_CLIP = 3.0
+
+_kaiming_linear = nn.initializers.variance_scaling(1.0, "fan_in", "normal")  # torch kaiming_normal_(linear): std 1/sqrt(fan_in)
+_mu_head = nn.initializers.variance_scaling(0.2**2, "fan_in", "normal")  # the same, times kernel_gain 0.2
+_zeros = nn.initializers.zeros
+
+
+@dataclass(frozen=True)
+class NetworkSpec:
+    """Static network shape; hashable so jitted code can close over it or take it as a static argument."""
+
+    obs_size: int
+    action_size: int
+    hidden_units: int = 128
+    num_layers: int = 2
+    normalize: bool = False
+
+
+@flax.struct.dataclass
+class NormalizerState:
+    """ML-Agents' running statistics; ``var`` is a running sum of squared deviations, not a variance."""
+
+    steps: chex.Array
+    mean: chex.Array
+    var: chex.Array
+
+
+def normalizer_init(size: int) -> NormalizerState:
+    """ML-Agents' initial buffers: one pseudo-sample at 0 with unit variance."""
+    return NormalizerState(
+        steps=jnp.ones((), jnp.float32), mean=jnp.zeros((size,), jnp.float32), var=jnp.ones((size,), jnp.float32)
+    )
+
+
+def normalizer_update(state: NormalizerState, x: chex.Array) -> NormalizerState:
+    """Fold a batch ``x[n, d]`` into the statistics with ML-Agents' batched update (exact Chan merge)."""
+    chex.assert_rank(x, 2)
+    chex.assert_axis_dimension(x, 1, state.mean.shape[0])
+    total = state.steps + x.shape[0]
+    to_old_mean = x - state.mean
+    new_mean = state.mean + jnp.sum(to_old_mean / total, axis=0)
+    new_var = state.var + jnp.sum((x - new_mean) * to_old_mean, axis=0)
+    return NormalizerState(steps=total, mean=new_mean, var=new_var)
+
+
+def normalize(state: NormalizerState, x: chex.Array) -> chex.Array:
+    """Standardise and clip to ±5; no epsilon, as in ML-Agents (var starts at 1 and only grows)."""
+    return jnp.clip((x - state.mean) / jnp.sqrt(state.var / state.steps), -NORMALIZED_OBS_CLIP, NORMALIZED_OBS_CLIP)
+
+
+class MLPBody(nn.Module):
+    """ML-Agents' ``LinearEncoder``: Linear→Swish layers (it always builds at least one)."""
+
+    hidden_units: int
+    num_layers: int
+
+    @nn.compact
+    def __call__(self, x: chex.Array) -> chex.Array:
+        for _ in range(max(self.num_layers, 1)):
+            x = nn.swish(nn.Dense(self.hidden_units, kernel_init=_kaiming_linear, bias_init=_zeros)(x))
+        return x
+
+
+class Actor(nn.Module):
+    """Gaussian policy with a state-independent log-std (``conditional_sigma=False``); returns ``(mu, log_std)``."""
+
+    hidden_units: int
+    num_layers: int
+    action_size: int
+
+    @nn.compact
+    def __call__(self, x: chex.Array) -> tuple[chex.Array, chex.Array]:
+        hidden = MLPBody(self.hidden_units, self.num_layers)(x)
+        mu = nn.Dense(self.action_size, kernel_init=_mu_head, bias_init=_zeros, name="mu")(hidden)
+        log_std = self.param("log_std", _zeros, (self.action_size,))
+        return mu, jnp.broadcast_to(log_std, mu.shape)
+
+
+class Critic(nn.Module):
+    """Value network with its own body and a Xavier-uniform head."""
+
+    hidden_units: int
+    num_layers: int
+
+    @nn.compact
+    def __call__(self, x: chex.Array) -> chex.Array:
+        hidden = MLPBody(self.hidden_units, self.num_layers)(x)
+        value = nn.Dense(1, kernel_init=nn.initializers.xavier_uniform(), bias_init=_zeros, name="value")(hidden)
+        return jnp.squeeze(value, -1)
+
+
+@flax.struct.dataclass
+class AgentParams:
+    """The trainable part: one flax variables pytree per network."""
+
+    actor: dict
+    critic: dict
+
+
+@flax.struct.dataclass
+class AgentState:
+    """Parameters plus the two normalisers ML-Agents keeps (both updated with the same observations)."""
+
+    params: AgentParams
+    actor_norm: NormalizerState
+    critic_norm: NormalizerState
+
+
+def _actor(spec: NetworkSpec) -> Actor:
+    return Actor(spec.hidden_units, spec.num_layers, spec.action_size)
+
+
+def _critic(spec: NetworkSpec) -> Critic:
+    return Critic(spec.hidden_units, spec.num_layers)
+
+
+def init_agent(key: chex.PRNGKey, spec: NetworkSpec) -> AgentState:
+    """Fresh networks with ML-Agents' initialisation and identity-like normalisers."""
+    actor_key, critic_key = jax.random.split(key)
+    dummy = jnp.zeros((1, spec.obs_size), jnp.float32)
+    params = AgentParams(actor=_actor(spec).init(actor_key, dummy), critic=_critic(spec).init(critic_key, dummy))
+    return AgentState(params=params, actor_norm=normalizer_init(spec.obs_size), critic_norm=normalizer_init(spec.obs_size))
+
+
+def update_normalizers(agent: AgentState, obs: chex.Array) -> AgentState:
+    """Update both normalisers with the same observations ``obs[n, obs_size]``, as ML-Agents does per trajectory."""
+    return agent.replace(actor_norm=normalizer_update(agent.actor_norm, obs), critic_norm=normalizer_update(agent.critic_norm, obs))
+
+
+def policy_distribution(
+    params: AgentParams, actor_norm: NormalizerState, obs: chex.Array, spec: NetworkSpec
+) -> tuple[chex.Array, chex.Array]:
+    """``(mu, log_std)`` of the Gaussian policy for ``obs[..., obs_size]``; log_std is broadcast to mu's shape."""
+    chex.assert_axis_dimension(obs, -1, spec.obs_size)
+    x = normalize(actor_norm, obs) if spec.normalize else obs
+    return _actor(spec).apply(params.actor, x)
+
+
+def value_estimate(params: AgentParams, critic_norm: NormalizerState, obs: chex.Array, spec: NetworkSpec) -> chex.Array:
+    """Critic value ``[...]`` for ``obs[..., obs_size]``."""
+    chex.assert_axis_dimension(obs, -1, spec.obs_size)
+    x = normalize(critic_norm, obs) if spec.normalize else obs
+    return _critic(spec).apply(params.critic, x)
+
+
+def sample_action(key: chex.PRNGKey, mu: chex.Array, log_std: chex.Array) -> chex.Array:
+    """Unclipped Gaussian sample; this raw action is what the buffer stores and the log-prob is taken of."""
+    return mu + jax.random.normal(key, mu.shape, mu.dtype) * jnp.exp(log_std)
+
+
+def env_action(raw_action: chex.Array) -> chex.Array:
+    """What ML-Agents sends to the environment (and the ONNX graph outputs): ``clip(a, -3, 3) / 3``."""
+    return jnp.clip(raw_action, -ACTION_CLIP, ACTION_CLIP) / ACTION_CLIP
+
+
+def deterministic_action(mu: chex.Array) -> chex.Array:
+    """The deterministic action (``deterministic_continuous_actions``): the mean, clipped like a sample."""
+    return env_action(mu)
