@@ -83,16 +83,15 @@ def test_course_config_values():
     assert (trainer.summary_freq, trainer.threaded) == (30000, True)
 
 
-def test_fast_config_values():
+def test_fast_config_is_a_smaller_consistent_variant_of_the_course_config():
     run = load_run_settings(str(ROOT / "configs" / "MobileRobot-fast.yaml"))
     trainer = run.behavior("MobileRobot")
     hp = trainer.hyperparameters
-    assert (hp.batch_size, hp.buffer_size, hp.learning_rate, hp.num_epoch) == (2048, 16384, 3e-4, 3)
-    assert (trainer.network_settings.hidden_units, trainer.network_settings.num_layers) == (64, 2)
-    assert trainer.network_settings.normalize and trainer.gamma == 0.99
-    assert (trainer.max_steps, trainer.time_horizon, trainer.summary_freq) == (300000, 64, 16384)
-    assert trainer.effective_checkpoint_interval == 100000
-    assert run.env_settings.num_envs == 128
+    assert hp.buffer_size % run.env_settings.num_envs == 0  # whole rollouts per update
+    assert hp.buffer_size % hp.batch_size == 0              # no dropped remainder
+    assert trainer.network_settings.normalize
+    assert trainer.max_steps < 5_000_000 and trainer.network_settings.hidden_units < 512
+    assert trainer.effective_checkpoint_interval < trainer.max_steps
 
 
 @pytest.mark.parametrize("name", ["MobileRobot.yaml", "MobileRobot-fast.yaml"])

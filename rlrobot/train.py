@@ -1,0 +1,309 @@
+"""The jitted PPO iteration: rollout over vmapped robots, normaliser update, GAE and the epoch/minibatch update.
+
+One iteration collects ``num_envs × rollout_steps`` agent transitions (≥ ``buffer_size``) and updates on all of
+them, as ML-Agents does once its buffer is full. ``train_iterations`` runs a dynamic number of iterations in one
+compiled ``lax.while_loop`` and returns summed metrics, so the host wakes only to log and save, and a changing
+number of iterations per wake-up never recompiles.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import chex
+import jax
+import jax.numpy as jnp
+import optax
+from flax import struct
+
+from envs.api import Environment
+from rlrobot import ppo
+from rlrobot.config import TrainerSettings
+from rlrobot.networks import (AgentState, NetworkSpec, env_action, init_agent, policy_distribution, sample_action,
+                              update_normalizers, value_estimate)
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    """Everything static about a run: shapes and hyperparameters (hashable, closed over by the jitted code)."""
+
+    network: NetworkSpec
+    num_envs: int
+    rollout_steps: int
+    batch_size: int
+    num_epoch: int
+    time_horizon: int
+    gamma: float
+    lambd: float
+    max_steps: int
+    learning_rate: float
+    beta: float
+    epsilon: float
+    learning_rate_schedule: str
+    beta_schedule: str
+    epsilon_schedule: str
+
+    @property
+    def steps_per_iteration(self) -> int:
+        return self.num_envs * self.rollout_steps
+
+    @property
+    def num_minibatches(self) -> int:
+        return max(1, self.steps_per_iteration // self.batch_size)
+
+
+def default_num_envs(settings: TrainerSettings, backend: str) -> int:
+    """Robots per iteration: rollouts of ~128 steps on a CPU (32 on an accelerator), never past time_horizon."""
+    target_steps = min(settings.time_horizon, 128 if backend == "cpu" else 32)
+    return max(1, settings.hyperparameters.buffer_size // target_steps)
+
+
+def make_train_spec(settings: TrainerSettings, obs_size: int, action_size: int, num_envs: int) -> TrainSpec:
+    hp, net = settings.hyperparameters, settings.network_settings
+    return TrainSpec(
+        network=NetworkSpec(obs_size=obs_size, action_size=action_size, hidden_units=net.hidden_units,
+                            num_layers=net.num_layers, normalize=net.normalize),
+        num_envs=num_envs,
+        rollout_steps=math.ceil(hp.buffer_size / num_envs),
+        batch_size=min(hp.batch_size, num_envs * math.ceil(hp.buffer_size / num_envs)),
+        num_epoch=hp.num_epoch, time_horizon=settings.time_horizon, gamma=settings.gamma, lambd=hp.lambd,
+        max_steps=settings.max_steps, learning_rate=hp.learning_rate, beta=hp.beta, epsilon=hp.epsilon,
+        learning_rate_schedule=hp.learning_rate_schedule, beta_schedule=hp.beta_schedule,
+        epsilon_schedule=hp.epsilon_schedule,
+    )
+
+
+@struct.dataclass
+class EpisodeTracker:
+    """Per-robot running episode return/length and steps since the last trajectory cut (time_horizon)."""
+
+    returns: jnp.ndarray
+    lengths: jnp.ndarray
+    trajectory_length: jnp.ndarray
+
+
+@struct.dataclass
+class TrainState:
+    """Everything a run needs to continue bit-exactly: networks, optimiser, robots, RNG and step count."""
+
+    agent: AgentState
+    opt_state: Any
+    env_state: Any
+    obs: jnp.ndarray
+    tracker: EpisodeTracker
+    key: jnp.ndarray
+    step: jnp.ndarray
+
+
+@struct.dataclass
+class Metrics:
+    """Sums over the iterations since the host last looked; ``Metrics.mean`` turns them into summary scalars."""
+
+    iterations: jnp.ndarray
+    episodes: jnp.ndarray
+    episode_return: jnp.ndarray
+    episode_return_sq: jnp.ndarray
+    episode_length: jnp.ndarray
+    successes: jnp.ndarray
+    entropy: jnp.ndarray
+    value_estimate: jnp.ndarray
+    policy_loss: jnp.ndarray
+    value_loss: jnp.ndarray
+    approx_kl: jnp.ndarray
+    clip_fraction: jnp.ndarray
+    learning_rate: jnp.ndarray
+    beta: jnp.ndarray
+    epsilon: jnp.ndarray
+    loss_is_finite: jnp.ndarray
+
+    @classmethod
+    def zeros(cls) -> "Metrics":
+        fields = cls.__dataclass_fields__
+        values = {name: jnp.float32(0.0) for name in fields}
+        values["loss_is_finite"] = jnp.bool_(True)
+        return cls(**values)
+
+    def add(self, other: "Metrics") -> "Metrics":
+        summed = jax.tree.map(jnp.add, self, other)
+        return summed.replace(loss_is_finite=self.loss_is_finite & other.loss_is_finite)
+
+
+def make_optimizer() -> optax.GradientTransformation:
+    """Adam with torch's defaults and a learning rate set every update (ML-Agents: one Adam, no grad clipping)."""
+    return optax.inject_hyperparams(optax.adam)(learning_rate=0.0)
+
+
+def init_train_state(key: chex.PRNGKey, env: Environment, env_params, spec: TrainSpec) -> TrainState:
+    key_agent, key_env, key_run = jax.random.split(key, 3)
+    agent = init_agent(key_agent, spec.network)
+    obs, env_state = env.reset_batch(key_env, env_params, spec.num_envs)
+    zeros = jnp.zeros(spec.num_envs, jnp.float32)
+    return TrainState(agent=agent, opt_state=make_optimizer().init(agent.params), env_state=env_state, obs=obs,
+                      tracker=EpisodeTracker(returns=zeros, lengths=zeros, trajectory_length=zeros.astype(jnp.int32)),
+                      key=key_run, step=jnp.int32(0))
+
+
+@struct.dataclass
+class Transition:
+    obs: jnp.ndarray
+    raw_action: jnp.ndarray
+    log_prob: jnp.ndarray
+    reward: jnp.ndarray
+    terminated: jnp.ndarray
+    truncated: jnp.ndarray   # time limit, or a time_horizon cut: bootstrap from V(next_obs)
+    next_obs: jnp.ndarray    # the real next observation (the final one when an episode ended)
+
+
+def _rollout_step(env: Environment, env_params, spec: TrainSpec, explore: bool, carry, key):
+    """One decision for every robot: act, step, and book-keep episodes and trajectory cuts."""
+    agent, env_state, obs, tracker = carry
+    key_act, key_env = jax.random.split(key)
+    mu, log_std = policy_distribution(agent.params, agent.actor_norm, obs, spec.network)
+    raw = sample_action(key_act, mu, log_std) if explore else mu
+    next_obs, env_state, reward, terminated, truncated, info = env.step_batch(key_env, env_state, env_action(raw), env_params)
+    done = terminated | truncated
+    trajectory_length = tracker.trajectory_length + 1
+    cut = (trajectory_length >= spec.time_horizon) & ~done
+    transition = Transition(obs=obs, raw_action=raw, log_prob=ppo.gaussian_log_prob(raw, mu, log_std), reward=reward,
+                            terminated=terminated, truncated=truncated | cut, next_obs=info["final_obs"])
+    returns, lengths = tracker.returns + reward, tracker.lengths + 1.0
+    finished = Metrics.zeros().replace(
+        episodes=jnp.sum(done), episode_return=jnp.sum(jnp.where(done, returns, 0.0)),
+        episode_return_sq=jnp.sum(jnp.where(done, returns**2, 0.0)), episode_length=jnp.sum(jnp.where(done, lengths, 0.0)),
+        successes=jnp.sum(terminated), entropy=jnp.mean(ppo.gaussian_entropy(log_std)))
+    tracker = EpisodeTracker(returns=jnp.where(done, 0.0, returns), lengths=jnp.where(done, 0.0, lengths),
+                             trajectory_length=jnp.where(done | cut, 0, trajectory_length))
+    return (agent, env_state, next_obs, tracker), (transition, finished)
+
+
+def collect(env: Environment, env_params, spec: TrainSpec, state: TrainState, key, explore: bool = True):
+    """Roll all robots ``rollout_steps`` decisions; returns the advanced state, time-major transitions, episode sums."""
+    carry = (state.agent, state.env_state, state.obs, state.tracker)
+    step = partial(_rollout_step, env, env_params, spec, explore)
+    (_, env_state, obs, tracker), (transitions, finished) = jax.lax.scan(step, carry, jax.random.split(key, spec.rollout_steps))
+    episodes = jax.tree.map(jnp.sum, finished).replace(entropy=jnp.mean(finished.entropy))
+    state = state.replace(env_state=env_state, obs=obs, tracker=tracker, step=state.step + spec.steps_per_iteration)
+    return state, transitions, episodes
+
+
+def _flatten(x: jnp.ndarray) -> jnp.ndarray:
+    return x.reshape((-1,) + x.shape[2:])
+
+
+def make_batch(agent: AgentState, transitions: Transition, spec: TrainSpec) -> ppo.Batch:
+    """Values with the freshly updated normaliser, GAE per robot, advantages standardised over the whole buffer."""
+    values = value_estimate(agent.params, agent.critic_norm, transitions.obs, spec.network)
+    next_values = value_estimate(agent.params, agent.critic_norm, transitions.next_obs, spec.network)
+    advantages, returns = ppo.compute_gae(transitions.reward, values, next_values, transitions.terminated,
+                                          transitions.truncated, spec.gamma, spec.lambd)
+    return ppo.Batch(obs=_flatten(transitions.obs), raw_action=_flatten(transitions.raw_action),
+                     log_prob=_flatten(transitions.log_prob), value=_flatten(values),
+                     advantage=ppo.normalize_advantages(_flatten(advantages)), returns=_flatten(returns))
+
+
+def update(agent: AgentState, opt_state, batch: ppo.Batch, schedule: ppo.Schedule, key, spec: TrainSpec):
+    """``num_epoch`` shuffled passes of ``size // batch_size`` minibatches (remainder dropped), one Adam step each."""
+    optimizer = make_optimizer()
+    opt_state.hyperparams["learning_rate"] = schedule.learning_rate
+    loss_grad = jax.value_and_grad(partial(ppo.ppo_loss, spec=spec.network), has_aux=True)
+    size = batch.obs.shape[0]
+    used = spec.num_minibatches * spec.batch_size
+
+    def minibatch_step(carry, minibatch):
+        params, opt_state = carry
+        (loss, metrics), grads = loss_grad(params, agent.actor_norm, agent.critic_norm, minibatch, schedule.epsilon,
+                                           schedule.beta)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        metrics["loss_is_finite"] = jnp.isfinite(loss)
+        return (optax.apply_updates(params, updates), opt_state), metrics
+
+    def epoch(carry, epoch_key):
+        order = jax.random.permutation(epoch_key, size)[:used].reshape(spec.num_minibatches, spec.batch_size)
+        minibatches = jax.tree.map(lambda x: x[order], batch)
+        return jax.lax.scan(minibatch_step, carry, minibatches)
+
+    (params, opt_state), metrics = jax.lax.scan(epoch, (agent.params, opt_state), jax.random.split(key, spec.num_epoch))
+    return agent.replace(params=params), opt_state, metrics
+
+
+def iteration(env: Environment, env_params, spec: TrainSpec, state: TrainState) -> tuple[TrainState, Metrics]:
+    """One PPO iteration: collect, update normalisers, GAE, update. Pure; jit it (``train_iterations`` does)."""
+    key, key_collect, key_update = jax.random.split(state.key, 3)
+    schedule = ppo.schedule_at(state.step, spec.max_steps, spec.learning_rate, spec.beta, spec.epsilon,
+                               spec.learning_rate_schedule, spec.beta_schedule, spec.epsilon_schedule)
+    state, transitions, episodes = collect(env, env_params, spec, state.replace(key=key), key_collect)
+    agent = update_normalizers(state.agent, _flatten(transitions.obs)) if spec.network.normalize else state.agent
+    batch = make_batch(agent, transitions, spec)
+    agent, opt_state, losses = update(agent, state.opt_state, batch, schedule, key_update, spec)
+    metrics = episodes.replace(
+        iterations=jnp.float32(1.0), value_estimate=jnp.mean(batch.value),
+        policy_loss=jnp.mean(losses["policy_loss"]), value_loss=jnp.mean(losses["value_loss"]),
+        approx_kl=jnp.mean(losses["approx_kl"]), clip_fraction=jnp.mean(losses["clip_fraction"]),
+        learning_rate=schedule.learning_rate, beta=schedule.beta, epsilon=schedule.epsilon,
+        loss_is_finite=jnp.all(losses["loss_is_finite"]))
+    return state.replace(agent=agent, opt_state=opt_state), metrics
+
+
+def inference_iteration(env: Environment, env_params, spec: TrainSpec, state: TrainState) -> tuple[TrainState, Metrics]:
+    """``--inference``: act with the policy's mean and report episodes, without learning."""
+    key, key_collect = jax.random.split(state.key)
+    state, _, episodes = collect(env, env_params, spec, state.replace(key=key), key_collect, explore=False)
+    return state, episodes.replace(iterations=jnp.float32(1.0))
+
+
+def make_train_iterations(env: Environment, env_params, spec: TrainSpec, inference: bool = False):
+    """A compiled ``(state, n) -> (state, summed Metrics)`` running ``n`` iterations on the device.
+
+    It stops early (with the state before the offending update) if a loss becomes NaN/inf.
+    """
+    body_fn = inference_iteration if inference else iteration
+
+    def run(state: TrainState, num_iterations: jnp.ndarray) -> tuple[TrainState, Metrics]:
+        def cond(carry):
+            _, metrics, i = carry
+            return (i < num_iterations) & metrics.loss_is_finite
+
+        def body(carry):
+            state, metrics, i = carry
+            new_state, new_metrics = body_fn(env, env_params, spec, state)
+            total = metrics.add(new_metrics)
+            keep = jax.tree.map(lambda new, old: jnp.where(new_metrics.loss_is_finite, new, old), new_state, state)
+            return keep, total, i + 1
+
+        state, metrics, _ = jax.lax.while_loop(cond, body, (state, Metrics.zeros(), jnp.int32(0)))
+        return state, metrics
+
+    return jax.jit(run)
+
+
+def summary_scalars(metrics: Metrics, inference: bool = False) -> dict[str, float]:
+    """Host side: turn summed metrics into ML-Agents' TensorBoard tags (plus ``Environment/Success Rate``)."""
+    m = jax.device_get(metrics)
+    n = max(float(m.iterations), 1.0)
+    scalars: dict[str, float] = {}
+    if m.episodes > 0:
+        mean = float(m.episode_return / m.episodes)
+        scalars["Environment/Cumulative Reward"] = mean
+        scalars["Environment/Episode Length"] = float(m.episode_length / m.episodes)
+        scalars["Environment/Success Rate"] = float(m.successes / m.episodes)
+    if not inference:
+        scalars.update({
+            "Policy/Entropy": float(m.entropy / n),
+            "Policy/Extrinsic Value Estimate": float(m.value_estimate / n),
+            "Policy/Learning Rate": float(m.learning_rate / n),
+            "Policy/Epsilon": float(m.epsilon / n),
+            "Policy/Beta": float(m.beta / n),
+            "Losses/Policy Loss": float(m.policy_loss / n),
+            "Losses/Value Loss": float(m.value_loss / n),
+        })
+    return scalars
+
+
+def reward_mean_std(metrics: Metrics) -> tuple[float | None, float | None]:
+    m = jax.device_get(metrics)
+    if m.episodes <= 0:
+        return None, None
+    mean = float(m.episode_return / m.episodes)
+    return mean, float(max(m.episode_return_sq / m.episodes - mean**2, 0.0) ** 0.5)
