@@ -170,9 +170,9 @@ def _rollout_step(env: Environment, env_params, spec: TrainSpec, explore: bool, 
                             terminated=terminated, truncated=truncated | cut, next_obs=info["final_obs"])
     returns, lengths = tracker.returns + reward, tracker.lengths + 1.0
     finished = Metrics.zeros().replace(
-        episodes=jnp.sum(done), episode_return=jnp.sum(jnp.where(done, returns, 0.0)),
+        episodes=jnp.sum(done, dtype=jnp.float32), episode_return=jnp.sum(jnp.where(done, returns, 0.0)),
         episode_return_sq=jnp.sum(jnp.where(done, returns**2, 0.0)), episode_length=jnp.sum(jnp.where(done, lengths, 0.0)),
-        successes=jnp.sum(terminated), entropy=jnp.mean(ppo.gaussian_entropy(log_std)))
+        successes=jnp.sum(terminated, dtype=jnp.float32), entropy=jnp.mean(ppo.gaussian_entropy(log_std)))
     tracker = EpisodeTracker(returns=jnp.where(done, 0.0, returns), lengths=jnp.where(done, 0.0, lengths),
                              trajectory_length=jnp.where(done | cut, 0, trajectory_length))
     return (agent, env_state, next_obs, tracker), (transition, finished)
@@ -183,7 +183,7 @@ def collect(env: Environment, env_params, spec: TrainSpec, state: TrainState, ke
     carry = (state.agent, state.env_state, state.obs, state.tracker)
     step = partial(_rollout_step, env, env_params, spec, explore)
     (_, env_state, obs, tracker), (transitions, finished) = jax.lax.scan(step, carry, jax.random.split(key, spec.rollout_steps))
-    episodes = jax.tree.map(jnp.sum, finished).replace(entropy=jnp.mean(finished.entropy))
+    episodes = jax.tree.map(jnp.sum, finished).replace(entropy=jnp.mean(finished.entropy), loss_is_finite=jnp.bool_(True))
     state = state.replace(env_state=env_state, obs=obs, tracker=tracker, step=state.step + spec.steps_per_iteration)
     return state, transitions, episodes
 
@@ -246,19 +246,21 @@ def iteration(env: Environment, env_params, spec: TrainSpec, state: TrainState) 
     return state.replace(agent=agent, opt_state=opt_state), metrics
 
 
-def inference_iteration(env: Environment, env_params, spec: TrainSpec, state: TrainState) -> tuple[TrainState, Metrics]:
-    """``--inference``: act with the policy's mean and report episodes, without learning."""
+def inference_iteration(env: Environment, env_params, spec: TrainSpec, state: TrainState,
+                        deterministic: bool = False) -> tuple[TrainState, Metrics]:
+    """``--inference``: act (sampled, or the mean with ``--deterministic``) and report episodes, without learning."""
     key, key_collect = jax.random.split(state.key)
-    state, _, episodes = collect(env, env_params, spec, state.replace(key=key), key_collect, explore=False)
+    state, _, episodes = collect(env, env_params, spec, state.replace(key=key), key_collect, explore=not deterministic)
     return state, episodes.replace(iterations=jnp.float32(1.0))
 
 
-def make_train_iterations(env: Environment, env_params, spec: TrainSpec, inference: bool = False):
+def make_train_iterations(env: Environment, env_params, spec: TrainSpec, inference: bool = False,
+                          deterministic: bool = False):
     """A compiled ``(state, n) -> (state, summed Metrics)`` running ``n`` iterations on the device.
 
     It stops early (with the state before the offending update) if a loss becomes NaN/inf.
     """
-    body_fn = inference_iteration if inference else iteration
+    body_fn = partial(inference_iteration, deterministic=deterministic) if inference else iteration
 
     def run(state: TrainState, num_iterations: jnp.ndarray) -> tuple[TrainState, Metrics]:
         def cond(carry):

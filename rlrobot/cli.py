@@ -1,0 +1,65 @@
+"""``rlrobot-learn``: mlagents-learn's command line, training the built-in JAX robot.
+
+Flags keep ML-Agents' names and meanings; only the flags a user actually types override the YAML.
+Errors in the config or the run folder print one ``[ERROR]`` line and exit with code 2.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from rlrobot.config import ConfigError, load_run_settings
+from rlrobot.summaries import setup_logging
+
+logger = logging.getLogger("rlrobot")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rlrobot-learn", description=__doc__.split("\n")[0],
+                                     argument_default=argparse.SUPPRESS)
+    parser.add_argument("trainer_config_path", help="ML-Agents trainer YAML (e.g. configs/MobileRobot.yaml)")
+    parser.add_argument("--env", dest="env_path", help="a Unity build to train on instead of the JAX robot")
+    parser.add_argument("--run-id", dest="run_id", help="results go to <results-dir>/<run-id> (default: ppo)")
+    parser.add_argument("--resume", action="store_true", help="continue the run from its last checkpoint")
+    parser.add_argument("--force", action="store_true", help="overwrite an existing run with the same id")
+    parser.add_argument("--initialize-from", dest="initialize_from", metavar="RUN_ID",
+                        help="start from another run's networks (step starts at 0)")
+    parser.add_argument("--seed", type=int, help="random seed (default -1: pick one)")
+    parser.add_argument("--inference", action="store_true", help="run the policy without training")
+    parser.add_argument("--deterministic", action="store_true", help="act with the distribution's mean")
+    parser.add_argument("--num-envs", dest="num_envs", type=int, help="parallel robots (JAX) or Unity instances (--env)")
+    parser.add_argument("--results-dir", dest="results_dir", help="results root (default: results)")
+    parser.add_argument("--base-port", dest="base_port", type=int, help="Unity: first port to listen on")
+    parser.add_argument("--time-scale", dest="time_scale", type=float, help="Unity: engine time scale")
+    parser.add_argument("--no-graphics", dest="no_graphics", action="store_true", help="Unity: run without rendering")
+    parser.add_argument("--timeout-wait", dest="timeout_wait", type=int, help="Unity: seconds to wait for the player")
+    parser.add_argument("--debug", action="store_true", help="verbose logging")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = vars(build_parser().parse_args(argv))
+    config_path = args.pop("trainer_config_path")
+    setup_logging(bool(args.get("debug", False)))
+    try:
+        settings = load_run_settings(config_path, args)
+    except ConfigError as error:
+        logger.error(str(error))
+        return 2
+    if settings.env_settings.env_path is not None:
+        logger.error(f"--env {settings.env_settings.env_path}: training on a Unity build is not available in this "
+                     f"version; train the built-in JAX robot by leaving --env out.")
+        return 2
+    from rlrobot.runner import RunError, run_training  # jax loads only once the arguments are good
+
+    try:
+        return run_training(settings, ["rlrobot-learn", *argv])
+    except RunError as error:
+        logger.error(str(error))
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

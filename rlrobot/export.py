@@ -1,0 +1,162 @@
+"""Export a policy to the ONNX that Unity ML-Agents runs (Behavior Parameters → Model).
+
+The graph is built directly with ``onnx.helper`` in the layout ML-Agents' own exporter produces
+(``../shared/reference/mlagents.md`` §C): opset 9, input ``obs_0`` [batch, obs], the observation
+normaliser in-graph (clipped to ±5), the actor's Swish MLP, and outputs ``version_number`` (3),
+``memory_size`` (0), ``continuous_actions`` (a sample: μ + σ·RandomNormalLike, clipped to ±3, ÷3),
+``continuous_action_output_shape`` and ``deterministic_continuous_actions`` (clip(μ, ±3)/3).
+Constants are initializers each feeding an ``Identity`` with the name Unity looks up.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from rlrobot.networks import AgentState, NetworkSpec
+
+OPSET = 9
+IR_VERSION = 4
+MODEL_EXPORT_VERSION = 3.0
+ACTION_CLIP = 3.0
+
+
+class _GraphBuilder:
+    """Collects nodes and initializers with readable, unique names."""
+
+    def __init__(self) -> None:
+        self.nodes: list = []
+        self.initializers: list = []
+
+    def constant(self, name: str, value: np.ndarray) -> str:
+        from onnx import numpy_helper
+
+        self.initializers.append(numpy_helper.from_array(np.asarray(value, np.float32), name))
+        return name
+
+    def node(self, op: str, inputs: list[str], output: str, **attrs) -> str:
+        from onnx import helper
+
+        self.nodes.append(helper.make_node(op, inputs, [output], name=f"{op}_{len(self.nodes)}", **attrs))
+        return output
+
+
+def _dense_layers(actor_params: dict) -> tuple[list[tuple[np.ndarray, np.ndarray]], tuple[np.ndarray, np.ndarray], np.ndarray]:
+    """(hidden layers [(kernel, bias)], mu head (kernel, bias), log_std) from the flax actor parameters."""
+    params = actor_params["params"]
+    body = params["MLPBody_0"]
+    hidden = [(np.asarray(body[f"Dense_{i}"]["kernel"]), np.asarray(body[f"Dense_{i}"]["bias"])) for i in range(len(body))]
+    mu = (np.asarray(params["mu"]["kernel"]), np.asarray(params["mu"]["bias"]))
+    return hidden, mu, np.asarray(params["log_std"])
+
+
+def build_policy_model(agent: AgentState, spec: NetworkSpec, producer: str = "rlrobot"):
+    """The ONNX ``ModelProto`` of the agent's actor, normaliser included when ``spec.normalize``."""
+    from onnx import TensorProto, helper
+
+    g = _GraphBuilder()
+    x = "obs_0"
+    if spec.normalize:
+        norm = agent.actor_norm
+        mean = np.asarray(norm.mean, np.float32)
+        std = np.sqrt(np.asarray(norm.var, np.float32) / np.asarray(norm.steps, np.float32))
+        x = g.node("Sub", [x, g.constant("normalizer.running_mean", mean)], "normalized_centered")
+        x = g.node("Div", [x, g.constant("normalizer.running_std", std)], "normalized_scaled")
+        x = g.node("Clip", [x], "normalized_obs", min=-5.0, max=5.0)
+    hidden, (mu_kernel, mu_bias), log_std = _dense_layers(agent.params.actor)
+    for i, (kernel, bias) in enumerate(hidden):
+        pre = g.node("Gemm", [x, g.constant(f"body.{i}.weight", kernel), g.constant(f"body.{i}.bias", bias)], f"body.{i}.pre")
+        gate = g.node("Sigmoid", [pre], f"body.{i}.sigmoid")
+        x = g.node("Mul", [pre, gate], f"body.{i}.swish")
+    mu = g.node("Gemm", [x, g.constant("mu.weight", mu_kernel), g.constant("mu.bias", mu_bias)], "mu")
+    scale = g.constant("action_clip", np.float32(ACTION_CLIP))
+
+    noise = g.node("RandomNormalLike", [mu], "noise", dtype=TensorProto.FLOAT)
+    scaled = g.node("Mul", [noise, g.constant("sigma", np.exp(log_std)[None, :])], "scaled_noise")
+    sample = g.node("Add", [mu, scaled], "sampled_action")
+    clipped = g.node("Clip", [sample], "clipped_action", min=-ACTION_CLIP, max=ACTION_CLIP)
+    g.node("Div", [clipped, scale], "continuous_actions")
+    clipped_mu = g.node("Clip", [mu], "clipped_mu", min=-ACTION_CLIP, max=ACTION_CLIP)
+    g.node("Div", [clipped_mu, scale], "deterministic_continuous_actions")
+    for name, value in (("version_number", MODEL_EXPORT_VERSION), ("memory_size", 0.0),
+                        ("continuous_action_output_shape", float(spec.action_size))):
+        g.node("Identity", [g.constant(f"{name}_const", np.array([value]))], name)
+
+    batch_out = lambda name: helper.make_tensor_value_info(name, TensorProto.FLOAT, ["batch", spec.action_size])
+    scalar_out = lambda name: helper.make_tensor_value_info(name, TensorProto.FLOAT, [1])
+    graph = helper.make_graph(
+        g.nodes, "rlrobot_policy",
+        [helper.make_tensor_value_info("obs_0", TensorProto.FLOAT, ["batch", spec.obs_size])],
+        [scalar_out("version_number"), scalar_out("memory_size"), batch_out("continuous_actions"),
+         scalar_out("continuous_action_output_shape"), batch_out("deterministic_continuous_actions")],
+        initializer=g.initializers,
+    )
+    model = helper.make_model(graph, producer_name=producer, opset_imports=[helper.make_opsetid("", OPSET)])
+    model.ir_version = IR_VERSION
+    return model
+
+
+def export_policy(agent: AgentState, spec: NetworkSpec, path: Path) -> Path:
+    """Write the policy's ONNX to ``path`` atomically (temp file + rename) and return it."""
+    import onnx
+
+    path = Path(path)
+    model = build_policy_model(agent, spec)
+    onnx.checker.check_model(model)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    onnx.save(model, str(tmp))
+    tmp.replace(path)
+    return path
+
+
+def load_agent(checkpoint: Path) -> tuple[AgentState, NetworkSpec, dict]:
+    """The networks and normalisers of an rlrobot checkpoint, with the network shape from its metadata."""
+    import jax
+
+    from rlrobot.checkpoints import CheckpointError, load_checkpoint, read_metadata
+    from rlrobot.networks import init_agent
+
+    _, metadata = read_metadata(checkpoint)
+    if "network" not in metadata:
+        raise CheckpointError(f"{checkpoint}: no network description in the checkpoint metadata.")
+    spec = NetworkSpec(**metadata["network"])
+    agent, _, _ = load_checkpoint(checkpoint, init_agent(jax.random.PRNGKey(0), spec), field="agent")
+    return agent, spec, metadata
+
+
+def resolve_checkpoint(path: Path) -> Path:
+    """A checkpoint file, a behavior folder (its ``checkpoint.ckpt``) or a run folder (its only behavior's)."""
+    if path.is_file():
+        return path
+    if (path / "checkpoint.ckpt").is_file():
+        return path / "checkpoint.ckpt"
+    found = sorted(path.glob("*/checkpoint.ckpt")) if path.is_dir() else []
+    if len(found) == 1:
+        return found[0]
+    raise ValueError(f"{path}: no checkpoint here (expected a .ckpt file, a behavior folder or a run folder)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``rlrobot-export RUN_OR_CHECKPOINT [-o FILE]``: write the Unity ONNX of a checkpoint."""
+    import argparse
+    import logging
+    import sys
+
+    from rlrobot.checkpoints import CheckpointError
+    from rlrobot.summaries import setup_logging
+
+    parser = argparse.ArgumentParser(prog="rlrobot-export", description="Export an rlrobot checkpoint to Unity's ONNX.")
+    parser.add_argument("source", type=Path, help="results/<run-id>, results/<run-id>/<Behavior> or a .ckpt file")
+    parser.add_argument("-o", "--output", type=Path, help="ONNX file to write (default: <Behavior>.onnx beside it)")
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    setup_logging(False)
+    logger = logging.getLogger("rlrobot")
+    try:
+        checkpoint = resolve_checkpoint(args.source)
+        agent, spec, metadata = load_agent(checkpoint)
+    except (ValueError, CheckpointError) as error:
+        logger.error(str(error))
+        return 2
+    output = args.output or checkpoint.parent / f"{metadata.get('behavior', 'policy')}.onnx"
+    logger.info(f"Exported {export_policy(agent, spec, output)}")
+    return 0

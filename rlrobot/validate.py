@@ -1,0 +1,144 @@
+"""``rlrobot-validate``: how well does a policy do? Success rate, return and episode length with 95% intervals.
+
+POLICY is an ``.onnx`` file (rlrobot's export or an ML-Agents one, either format) or a results run folder
+(its ``<Behavior>.onnx``). Each of ``--episodes`` robots plays one episode, robot i in arena i mod 8 as in
+the Unity scene, inside the JAX simulator; the table is printed and written as JSON.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from rlrobot.summaries import setup_logging
+
+logger = logging.getLogger("rlrobot")
+Z95 = 1.959964
+
+
+def wilson_interval(successes: int, n: int) -> tuple[float, float]:
+    """95% Wilson score interval of a success rate (sound near 0% and 100%, unlike the normal one)."""
+    if n == 0:
+        return (math.nan, math.nan)
+    p = successes / n
+    centre = (p + Z95**2 / (2 * n)) / (1 + Z95**2 / n)
+    half = Z95 * math.sqrt(p * (1 - p) / n + Z95**2 / (4 * n * n)) / (1 + Z95**2 / n)
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def mean_interval(values: np.ndarray) -> tuple[float, float, float]:
+    """Mean and its 95% normal-approximation interval."""
+    if values.size == 0:
+        return (math.nan, math.nan, math.nan)
+    mean = float(values.mean())
+    half = Z95 * float(values.std(ddof=1)) / math.sqrt(values.size) if values.size > 1 else math.nan
+    return (mean, mean - half, mean + half)
+
+
+def episode_summary(success: np.ndarray, returns: np.ndarray, lengths: np.ndarray) -> dict:
+    n = int(success.size)
+    rate_lo, rate_hi = wilson_interval(int(success.sum()), n)
+    ret, ret_lo, ret_hi = mean_interval(returns)
+    length, len_lo, len_hi = mean_interval(lengths)
+    return {"episodes": n, "success_rate": float(success.mean()) if n else math.nan, "success_rate_ci95": [rate_lo, rate_hi],
+            "mean_return": ret, "mean_return_ci95": [ret_lo, ret_hi], "std_return": float(returns.std()) if n else math.nan,
+            "mean_length": length, "mean_length_ci95": [len_lo, len_hi]}
+
+
+def resolve_policy_file(policy: Path) -> Path:
+    if policy.is_file() and policy.suffix == ".onnx":
+        return policy
+    if policy.is_dir():
+        candidates = sorted(p for p in policy.glob("*.onnx"))
+        if candidates:
+            return candidates[0]
+        raise ValueError(f"{policy}: no <Behavior>.onnx in this run folder (was the run trained to the end?)")
+    raise ValueError(f"{policy}: not an .onnx file or a results run folder")
+
+
+def validate_in_jax(policy_file: Path, behavior: str | None, episodes: int, deterministic: bool, seed: int,
+                    max_steps: int) -> tuple[str, dict]:
+    import jax
+
+    import envs
+    from envs.rollout import first_episodes
+    from rlrobot.onnx_policy import load_onnx_policy
+
+    policy = load_onnx_policy(policy_file)
+    by_size = {envs.make(name).observation_size: name for name in envs.registered()}
+    behavior = behavior or by_size.get(policy.observation_size)
+    if behavior is None:
+        raise ValueError(f"{policy_file}: {policy.observation_size} observations match no built-in scene; pass --behavior")
+    env = envs.make(behavior)
+    if env.observation_size != policy.observation_size or env.action_size != policy.action_size:
+        raise ValueError(f"{policy_file}: the policy takes {policy.observation_size} observations and gives "
+                         f"{policy.action_size} actions, but {behavior} has {env.observation_size} and {env.action_size}")
+    act = (lambda obs, key: policy.act(obs)) if deterministic else (lambda obs, key: policy.act(obs, key))
+    stats = jax.jit(lambda key: first_episodes(env, env.default_params, act, key, episodes, max_steps))(
+        jax.random.PRNGKey(seed))
+    stats = jax.device_get(stats)
+    finished = stats.finished
+    summary = episode_summary(stats.success[finished], stats.returns[finished], stats.lengths[finished])
+    summary["unfinished"] = int((~finished).sum())
+    return behavior, summary
+
+
+def format_table(columns: dict[str, dict]) -> str:
+    def cell(summary: dict, key: str, fmt: str) -> str:
+        lo, hi = summary[f"{key}_ci95"]
+        return f"{summary[key]:{fmt}} [{lo:{fmt}}, {hi:{fmt}}]"
+
+    rows = [("episodes", lambda s: str(s["episodes"])),
+            ("success rate [95% CI]", lambda s: cell(s, "success_rate", ".3f")),
+            ("mean return [95% CI]", lambda s: cell(s, "mean_return", ".3f")),
+            ("std of return", lambda s: f"{s['std_return']:.3f}"),
+            ("mean episode length [95% CI]", lambda s: cell(s, "mean_length", ".1f"))]
+    names = list(columns)
+    lines = ["| | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+    lines += [f"| {label} | " + " | ".join(fn(columns[n]) for n in names) + " |" for label, fn in rows]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="rlrobot-validate", description=__doc__.split("\n")[0])
+    parser.add_argument("policy", type=Path, help=".onnx file or results run folder")
+    parser.add_argument("--episodes", type=int, default=512)
+    parser.add_argument("--deterministic", action="store_true", help="act with the mean action (μ), not a sample")
+    parser.add_argument("--behavior", help="scene to run in (default: from the policy's observation size)")
+    parser.add_argument("--env", dest="env_path", help="also validate on this Unity build")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max-steps", type=int, default=3000, help="give up on an episode after this many decisions")
+    parser.add_argument("--json", type=Path, help="where to write the table as JSON (default: beside the policy)")
+    args = parser.parse_args(argv)
+    setup_logging(False)
+    if args.episodes <= 0:
+        logger.error(f"--episodes {args.episodes}: must be positive")
+        return 2
+    if args.env_path:
+        logger.error(f"--env {args.env_path}: validating on a Unity build is not available in this version")
+        return 2
+    try:
+        policy_file = resolve_policy_file(args.policy)
+        behavior, summary = validate_in_jax(policy_file, args.behavior, args.episodes, args.deterministic, args.seed,
+                                            args.max_steps)
+    except ValueError as error:
+        logger.error(str(error))
+        return 2
+    columns = {"JAX sim": summary}
+    mode = "deterministic" if args.deterministic else "sampled"
+    print(f"{policy_file} on {behavior} ({mode} actions)")
+    print(format_table(columns))
+    out = args.json or policy_file.with_name(policy_file.stem + ".validation.json")
+    out.write_text(json.dumps({"policy": str(policy_file), "behavior": behavior, "actions": mode, "columns": columns},
+                              indent=2))
+    logger.info(f"Wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
