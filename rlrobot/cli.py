@@ -59,6 +59,9 @@ def main(argv: list[str] | None = None) -> int:
     except RunError as error:
         logger.error(str(error))
         return 2
+    except KeyboardInterrupt:
+        logger.info("Interrupted before training started; nothing was saved.")
+        return 130
 
 
 if __name__ == "__main__":

@@ -180,7 +180,7 @@ def run_training(settings: RunSettings, argv: list[str]) -> int:
             return [path]
         return checkpoints.save(state, at_step, reward, checkpoint_metadata(behavior, spec, seed), extra_files=onnx_file)
 
-    step = saved_step = int(state.step)
+    step = saved_step = first_step = int(state.step)
     start, last_summary_time, last_summary_step = time.perf_counter(), time.perf_counter(), step
     last_reward: float | None = None
     pending = None
@@ -224,7 +224,7 @@ def run_training(settings: RunSettings, argv: list[str]) -> int:
             status.save(paths.status_path)
         writer.close()
         settings.dump_yaml(paths.run_dir / "configuration.yaml")
-        timers.gauge("steps_per_second", (step - last_summary_step) / max(time.perf_counter() - start, 1e-9))
+        timers.gauge("steps_per_second", (step - first_step) / max(time.perf_counter() - start, 1e-9))
         timers.save(paths.timers_path)
     return exit_code
 

@@ -126,3 +126,16 @@ def test_initialize_from_and_inference(tmp_path, capsys):
     step, _ = read_metadata(tmp_path / "results" / "init" / "MobileRobot" / "checkpoint.ckpt")
     assert step == 1024  # the step restarts at 0, unlike --resume
     assert learn(tmp_path, config(tmp_path, 1024), "--run-id=x", "--initialize-from=nope") == 2
+
+
+def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, capsys):
+    assert learn(tmp_path, config(tmp_path, 1024, "constant"), "--run-id=r") == 0
+    latest = tmp_path / "results" / "r" / "MobileRobot" / "checkpoint.ckpt"
+    before = latest.read_bytes()
+    exploding = tmp_path / "explode.yaml"
+    exploding.write_text(TINY.format(max_steps=4096, schedule="constant").replace("learning_rate: 0.001",
+                                                                                 "learning_rate: 1.0e+30"))
+    capsys.readouterr()
+    assert learn(tmp_path, str(exploding), "--run-id=r", "--resume") == 1
+    assert "NaN/inf" in capsys.readouterr().out
+    assert latest.read_bytes() == before

@@ -1,0 +1,20 @@
+"""The product promise on CI's CPU: the shipped fast config teaches the JAX robot to reach the goal."""
+from pathlib import Path
+
+import pytest
+
+from rlrobot.cli import main
+from rlrobot.validate import validate_in_jax
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+def test_fast_config_reaches_the_goal(tmp_path):
+    args = [str(ROOT / "configs" / "MobileRobot-fast.yaml"), "--run-id=ci", "--seed=0", "--results-dir", str(tmp_path)]
+    assert main(args) == 0
+    behavior, summary = validate_in_jax(tmp_path / "ci" / "MobileRobot.onnx", None, episodes=512, deterministic=False,
+                                        seed=0, max_steps=1000)
+    assert behavior == "MobileRobot"
+    assert summary["success_rate"] >= 0.95, summary
+    assert summary["mean_return"] >= 7.0, summary
