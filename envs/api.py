@@ -31,6 +31,9 @@ class Environment(Generic[State, Params]):
 
     observation_size: int
     action_size: int
+    #: Whether ``step_env`` draws on its key. Scenes whose transition is deterministic say False, and ``step`` then
+    #: hands the whole key to the auto-reset instead of splitting it: one threefry hash less per robot and step.
+    step_uses_key: bool = True
 
     @property
     def default_params(self) -> Params:
@@ -59,7 +62,7 @@ class Environment(Generic[State, Params]):
 
     def step(self, key: chex.PRNGKey, state: State, action: chex.Array, params: Params | None = None) -> tuple[chex.Array, State, chex.Array, chex.Array, chex.Array, dict[str, Any]]:
         params = self.default_params if params is None else params
-        key_step, key_reset = jax.random.split(key)
+        key_step, key_reset = jax.random.split(key) if self.step_uses_key else (key, key)
         obs, next_state, reward, terminated, truncated = self.step_env(key_step, state, action, params)
         reset_obs, reset_state = self.reset_env(key_reset, params, self.slot_of(state), next_state)
         done = jnp.logical_or(terminated, truncated)

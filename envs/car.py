@@ -5,33 +5,55 @@ See ``../shared/reference/mobile-robot.md`` §1.1–1.2 and §5 for the measured
 """
 from __future__ import annotations
 
+import functools
+from typing import Sequence
+
+import jax
 import jax.numpy as jnp
+import numpy as np
 
 from envs import geometry
+from envs.geometry import Box, Ray, Vec
 
 NUM_RAYS = 18
 RAY_SPACING_DEG = 20.0
 # Unity's Car: BoxCollider 1.0 (x) × 1.5 (z) centred 0.25 m ahead of the pivot (nose 1.0 m ahead, tail 0.5 m behind).
 BODY_HALF_EXTENTS = (0.5, 0.75)
 BODY_CENTER_AHEAD = 0.25
+# Sensor i points 20·i° clockwise of the heading (0 = straight ahead, 1..8 right, 9 back, 10..17 left): in the car's
+# frame, constants, so the 18 world directions cost two multiply-adds each instead of 18 sines and cosines.
+_RAY_ANGLES = np.deg2rad(np.arange(NUM_RAYS) * RAY_SPACING_DEG)
+RAYS_IN_CAR_FRAME = Vec(np.sin(_RAY_ANGLES).astype(np.float32), np.cos(_RAY_ANGLES).astype(np.float32))
 
 ACTION_MODES = ("unity", "wheels")
 
 
-def body_center(pos: jnp.ndarray, yaw: jnp.ndarray) -> jnp.ndarray:
-    return pos + BODY_CENTER_AHEAD * geometry.heading(yaw)
+def as_vec(point: jnp.ndarray) -> Vec:
+    """A ``[2]`` array (as kept in env states) as a :class:`Vec`."""
+    return Vec(point[0], point[1])
 
 
-def body_is_free(pos: jnp.ndarray, yaw: jnp.ndarray, solids: tuple[jnp.ndarray, jnp.ndarray, jnp.ndarray]) -> jnp.ndarray:
-    """True when the car body at (pos, yaw) overlaps none of the solid boxes ``(centers, halves, yaws)``."""
-    centers, halves, yaws = solids
-    overlap = geometry.boxes_overlap(body_center(pos, yaw), jnp.asarray(BODY_HALF_EXTENTS), yaw, centers, halves, yaws)
-    return ~jnp.any(overlap)
+def wall_boxes(walls: tuple) -> tuple[Box, ...]:
+    """Walls given as ``((centre x, z), (half x, z))`` pairs as axis-aligned boxes of Python floats, so that they are
+    compile-time constants to every test against them."""
+    return tuple(Box(Vec(*center), half) for center, half in walls)
+
+
+def body(pos: Vec, forward: Vec) -> Box:
+    """The car's collider with its pivot at ``pos``, facing ``forward``."""
+    center = Vec(pos.x + BODY_CENTER_AHEAD * forward.x, pos.z + BODY_CENTER_AHEAD * forward.z)
+    return Box(center, BODY_HALF_EXTENTS, forward)
+
+
+def body_is_free(pos: jnp.ndarray | Vec, yaw: jnp.ndarray, solids: Sequence[Box]) -> jnp.ndarray:
+    """True when the car body at (pos, yaw) overlaps none of the solid boxes."""
+    collider = body(Vec(*pos), geometry.heading(yaw))
+    return ~functools.reduce(jnp.logical_or, [geometry.boxes_overlap(collider, solid) for solid in solids])
 
 
 def motion(yaw: jnp.ndarray, action: jnp.ndarray, action_mode: str, forward_step: jnp.ndarray, turn_step: jnp.ndarray,
-           wheel_speed: jnp.ndarray, wheel_base: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
-    """Displacement ``[2]`` and yaw change (deg) for one decision with an action clipped to [-1, 1].
+           wheel_speed: jnp.ndarray, wheel_base: jnp.ndarray) -> tuple[Vec, jnp.ndarray]:
+    """Displacement and yaw change (deg) for one decision with an action clipped to [-1, 1].
 
     ``unity``: Unity's ``Translate(0, 0, a0·step)`` then ``Rotate(0, a1·turn, 0)`` (a1 > 0 turns right).
     ``wheels``: a differential-drive base with left/right wheel speeds, v = (l + r)/2, ω = (r − l)/b,
@@ -39,61 +61,82 @@ def motion(yaw: jnp.ndarray, action: jnp.ndarray, action_mode: str, forward_step
     """
     a = jnp.clip(action, -1.0, 1.0)
     if action_mode == "unity":
-        return forward_step * a[0] * geometry.heading(yaw), turn_step * a[1]
-    if action_mode == "wheels":
+        distance, direction, dyaw = forward_step * a[0], geometry.heading(yaw), turn_step * a[1]
+    elif action_mode == "wheels":
         left, right = a[0] * wheel_speed, a[1] * wheel_speed
         v = 0.5 * (left + right)
         omega = (right - left) / wheel_base  # rad per step, counter-clockwise
-        chord = v * jnp.sinc(omega / (2.0 * jnp.pi))  # v·sin(ω/2)/(ω/2)
+        distance = v * jnp.sinc(omega / (2.0 * jnp.pi))  # the chord: v·sin(ω/2)/(ω/2)
         dyaw = -jnp.rad2deg(omega)
-        return chord * geometry.heading(yaw + 0.5 * dyaw), dyaw
-    raise ValueError(f"Unknown action_mode {action_mode!r}; expected one of {ACTION_MODES}")
+        direction = geometry.heading(yaw + 0.5 * dyaw)
+    else:
+        raise ValueError(f"Unknown action_mode {action_mode!r}; expected one of {ACTION_MODES}")
+    return Vec(distance * direction.x, distance * direction.z), dyaw
 
 
-def move(pos: jnp.ndarray, yaw: jnp.ndarray, delta: jnp.ndarray, dyaw: jnp.ndarray,
-         solids: tuple[jnp.ndarray, jnp.ndarray, jnp.ndarray]) -> tuple[jnp.ndarray, jnp.ndarray]:
+def move(pos: Vec, yaw: jnp.ndarray, delta: Vec, dyaw: jnp.ndarray, solids: Sequence[Box]) -> tuple[Vec, jnp.ndarray]:
     """Apply a move with solid walls: translate (sliding along a wall if blocked), then rotate unless blocked."""
-    full, along_x, along_z = pos + delta, pos + delta * jnp.array([1.0, 0.0]), pos + delta * jnp.array([0.0, 1.0])
-    new_pos = jnp.where(body_is_free(full, yaw, solids), full,
-                        jnp.where(body_is_free(along_x, yaw, solids), along_x,
-                                  jnp.where(body_is_free(along_z, yaw, solids), along_z, pos)))
+    full, along_x, along_z = Vec(pos.x + delta.x, pos.z + delta.z), Vec(pos.x + delta.x, pos.z), Vec(pos.x, pos.z + delta.z)
+    use_full, use_x, use_z = (body_is_free(p, yaw, solids) for p in (full, along_x, along_z))
+    new_x = jnp.where(use_full | use_x, full.x, pos.x)
+    new_z = jnp.where(use_full | (~use_x & use_z), full.z, pos.z)
     turned = wrap_degrees(yaw + dyaw)
-    new_yaw = jnp.where(body_is_free(new_pos, turned, solids), turned, yaw)
-    return new_pos, new_yaw
+    new_yaw = jnp.where(body_is_free(Vec(new_x, new_z), turned, solids), turned, yaw)
+    return Vec(new_x, new_z), new_yaw
 
 
 def wrap_degrees(angle: jnp.ndarray) -> jnp.ndarray:
     return jnp.mod(angle + 180.0, 360.0) - 180.0
 
 
-def ray_directions(yaw: jnp.ndarray) -> jnp.ndarray:
-    """Unit directions of sensor i at yaw + 20·i° (0 = straight ahead, 1..8 right, 9 back, 10..17 left): ``[18, 2]``."""
-    local = geometry.heading(jnp.arange(NUM_RAYS, dtype=jnp.float32) * RAY_SPACING_DEG)
-    return geometry.rotate(local, yaw)
+def sensor_rays(pos: Vec, forward: Vec, sensor_behind: jnp.ndarray) -> Ray:
+    """The 18 sensor rays (directions ``[18]``) from ``sensor_behind`` m behind the pivot."""
+    origin = Vec(pos.x - sensor_behind * forward.x, pos.z - sensor_behind * forward.z)
+    return Ray(origin, geometry.rotate(RAYS_IN_CAR_FRAME, forward))
 
 
-def cast_rays(pos: jnp.ndarray, yaw: jnp.ndarray, sensor_behind: jnp.ndarray,
-              boxes: tuple[jnp.ndarray, jnp.ndarray, jnp.ndarray], circles: tuple[jnp.ndarray, jnp.ndarray]) -> tuple[jnp.ndarray, jnp.ndarray]:
-    """First hit of each sensor ray: distances ``[18]`` (inf = nothing) and the index of the shape hit.
+def nearest_wall(rays: Ray, walls: Sequence[Box]) -> jnp.ndarray:
+    """Each ray's distance to the nearest of some static, axis-aligned walls (inf = none).
 
-    Shapes are numbered boxes first, then circles.
+    The walls go in as one batch of constants (shape ``[W, 1]`` against the rays' ``[R]``) reduced by one ``min``:
+    XLA computes that reduction once, whereas a chain of elementwise minimums gets re-fused (recomputed) into
+    every consumer of the distances, and there are several (observation, reward, auto-reset).
     """
-    origin = pos - sensor_behind * geometry.heading(yaw)
-    dirs = ray_directions(yaw)[:, None, :]
-    box_c, box_h, box_yaw = boxes
-    circle_c, circle_r = circles
-    to_boxes = geometry.ray_box_distance(origin, dirs, box_c, box_h, box_yaw)      # [18, B]
-    to_circles = geometry.ray_circle_distance(origin, dirs, circle_c, circle_r)    # [18, C]
-    distances = jnp.concatenate([to_boxes, to_circles], axis=-1)
-    return jnp.min(distances, axis=-1), jnp.argmin(distances, axis=-1)
+    def column(values: list[float]) -> np.ndarray:
+        return np.asarray(values, np.float32)[:, None]
+
+    assert all(wall.forward is None for wall in walls), "walls must be axis-aligned"
+    stacked = Box(Vec(column([w.center.x for w in walls]), column([w.center.z for w in walls])),
+                  (column([w.half[0] for w in walls]), column([w.half[1] for w in walls])))
+    return jnp.min(geometry.ray_box_distance(rays, stacked), axis=0)
 
 
-def first_index(mask: jnp.ndarray) -> jnp.ndarray:
-    """Index of the first True in a ray mask, or NUM_RAYS when none."""
-    return jnp.where(jnp.any(mask), jnp.argmax(mask), NUM_RAYS)
+def nearest_hit(obstacles: jnp.ndarray, target: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """Per ray, the nearer of the ``obstacles`` and ``target`` distances (inf = nothing), and whether it is the target.
+
+    On a tie the obstacle wins, as with Unity's colliders listed before the target.
+    """
+    return jnp.minimum(obstacles, target), target < obstacles
 
 
-def facing_angle_deg(pos: jnp.ndarray, yaw: jnp.ndarray, goal: jnp.ndarray, height_difference: jnp.ndarray,
+_RAY_BITS = np.left_shift(1, np.arange(NUM_RAYS)).astype(np.int32)
+
+
+def episode_outcome(reached: jnp.ndarray, penalised: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """Unity's reward loop over the rays in order: the first ray in ``reached`` ends the episode, and every ray in
+    ``penalised`` before it costs a penalty. Returns (terminated, number of penalties).
+
+    Both ray masks become bit sets in a single reduction (bit i = ray i), so the rays are evaluated once;
+    the bits below the first reached ray are ``(r & -r) - 1`` (all of them when none is reached).
+    """
+    reached_bits, penalised_bits = jax.lax.reduce(
+        (jnp.where(reached, _RAY_BITS, 0), jnp.where(penalised, _RAY_BITS, 0)), (np.int32(0), np.int32(0)),
+        lambda a, b: (a[0] | b[0], a[1] | b[1]), (0,))
+    before_first = (reached_bits & -reached_bits) - 1
+    return reached_bits != 0, jax.lax.population_count(penalised_bits & before_first)
+
+
+def facing_angle_deg(pos: Vec, forward: Vec, goal: Vec, height_difference: jnp.ndarray,
                      goal_first: bool) -> jnp.ndarray:
     """Unity's ``Vector3.SignedAngle`` between the car's forward and the 3-D direction to the goal centre.
 
@@ -101,11 +144,9 @@ def facing_angle_deg(pos: jnp.ndarray, yaw: jnp.ndarray, goal: jnp.ndarray, heig
     (§5.1). ``goal_first`` = ``SignedAngle(targetDir, forward)`` (scene s6: positive when the goal is to the left);
     otherwise ``SignedAngle(forward, targetDir)`` (scene s7: positive to the right). Unity's ``Mathf.Sign(0)`` is +1.
     """
-    t = goal - pos
-    f = geometry.heading(yaw)
-    norm3 = jnp.sqrt(jnp.sum(t * t) + height_difference**2)
-    cos_angle = jnp.clip(jnp.sum(t * f) / jnp.maximum(norm3, 1e-12), -1.0, 1.0)
-    angle = jnp.rad2deg(jnp.arccos(cos_angle))
-    cross = t[1] * f[0] - t[0] * f[1]  # targetDir.z·forward.x − targetDir.x·forward.z
+    t = Vec(goal.x - pos.x, goal.z - pos.z)
+    cross = t.z * forward.x - t.x * forward.z  # targetDir.z·forward.x − targetDir.x·forward.z
+    # The 3-D angle as atan2(|t × f|, t · f): with f level and of unit length, |t × f|² = cross² + height².
+    angle = jnp.rad2deg(jnp.arctan2(jnp.sqrt(cross**2 + height_difference**2), geometry.dot(t, forward)))
     cross = cross if goal_first else -cross
     return jnp.where(cross >= 0.0, angle, -angle)

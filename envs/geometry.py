@@ -1,86 +1,122 @@
 """Planar geometry for the robot scenes: rays against boxes and circles, box-vs-box overlap.
 
 Points are (x, z) in Unity's ground plane (x right, z forward); a yaw is in degrees, clockwise
-seen from above (Unity's convention), so yaw ψ faces ``(sin ψ, cos ψ)``. Everything broadcasts
-over leading axes and is free of Python control flow on values, so it jits and vmaps.
+seen from above (Unity's convention), so yaw ψ faces ``(sin ψ, cos ψ)``.
+
+Everything is written per component (a :class:`Vec` holds an x array and a z array) and is purely
+elementwise, so any leading shape broadcasts (e.g. 18 rays against one box) and, under ``vmap`` on
+a CPU, XLA fuses a whole scene's geometry into a few loops instead of many tiny ops on ``[..., 2]``
+vectors. Boxes whose placement is known when tracing (the walls) are plain Python floats, so they
+become compile-time constants, and axis-aligned boxes skip the rotation altogether.
 """
 from __future__ import annotations
 
+from typing import NamedTuple, Union
+
 import jax.numpy as jnp
+import numpy as np
 
-NO_HIT = jnp.inf
-_TINY = 1e-12
-
-
-def heading(yaw_deg: jnp.ndarray) -> jnp.ndarray:
-    """Unit vector a yaw faces: ``[..., 2]``."""
-    rad = jnp.deg2rad(yaw_deg)
-    return jnp.stack([jnp.sin(rad), jnp.cos(rad)], axis=-1)
+Scalar = Union[float, jnp.ndarray]
+NO_HIT = np.float32(np.inf)
+_TINY = np.float32(1e-12)
+_DEG = np.float32(np.pi / 180.0)
 
 
-def right_of(forward: jnp.ndarray) -> jnp.ndarray:
+class Vec(NamedTuple):
+    """A 2-D vector (or an array of them) as its x and z components."""
+
+    x: Scalar
+    z: Scalar
+
+
+class Box(NamedTuple):
+    """A box: ``center``, ``half`` extents along its own right/forward axes, and its ``forward`` unit vector.
+
+    ``forward=None`` means axis-aligned (yaw 0), which lets every test against it skip a rotation.
+    """
+
+    center: Vec
+    half: tuple[Scalar, Scalar]
+    forward: Vec | None = None
+
+
+class Ray(NamedTuple):
+    """A ray: its origin and unit direction."""
+
+    origin: Vec
+    direction: Vec
+
+
+def heading(yaw_deg: Scalar) -> Vec:
+    """Unit vector a yaw faces."""
+    rad = jnp.asarray(yaw_deg, jnp.float32) * _DEG
+    return Vec(jnp.sin(rad), jnp.cos(rad))
+
+
+def right_of(forward: Vec) -> Vec:
     """The unit vector 90° clockwise of ``forward`` (the robot's right)."""
-    return jnp.stack([forward[..., 1], -forward[..., 0]], axis=-1)
+    return Vec(forward.z, -forward.x)
 
 
-def rotate(vectors: jnp.ndarray, yaw_deg: jnp.ndarray) -> jnp.ndarray:
-    """Rotate local vectors (x = right, z = forward) into a frame with yaw ``yaw_deg``."""
-    forward = heading(yaw_deg)
-    right = right_of(forward)
-    return vectors[..., :1] * right + vectors[..., 1:] * forward
+def dot(a: Vec, b: Vec) -> Scalar:
+    return a.x * b.x + a.z * b.z
 
 
-def _safe_inverse(d: jnp.ndarray) -> jnp.ndarray:
+def rotate(local: Vec, forward: Vec) -> Vec:
+    """Turn a vector given in a body frame (x = right, z = forward) into the world frame of a body facing ``forward``."""
+    return Vec(local.x * forward.z + local.z * forward.x, local.z * forward.z - local.x * forward.x)
+
+
+def into_frame(v: Vec, forward: Vec) -> Vec:
+    """The inverse of :func:`rotate`: a world vector's components along a body's right and forward axes."""
+    return Vec(dot(v, right_of(forward)), dot(v, forward))
+
+
+def _safe_inverse(d: Scalar) -> Scalar:
     return 1.0 / jnp.where(jnp.abs(d) < _TINY, jnp.where(d < 0, -_TINY, _TINY), d)
 
 
-def ray_box_distance(origin: jnp.ndarray, direction: jnp.ndarray, center: jnp.ndarray,
-                     half_extents: jnp.ndarray, yaw_deg: jnp.ndarray | float = 0.0) -> jnp.ndarray:
-    """Distance along a unit ray to an oriented box, ``inf`` on a miss.
+def ray_box_distance(ray: Ray, box: Box) -> jnp.ndarray:
+    """Distance along a unit ray to a box, ``inf`` on a miss (the slab test).
 
     As in Unity's ``Physics.Raycast``, a ray that starts inside a box does not see it.
-    Shapes broadcast: ``origin``/``direction`` ``[..., 2]`` against ``center``/``half_extents`` ``[..., 2]``.
     """
-    forward = heading(jnp.asarray(yaw_deg, jnp.float32))
-    right = right_of(forward)
-    rel = origin - center
-    o = jnp.stack([jnp.sum(rel * right, -1), jnp.sum(rel * forward, -1)], -1)
-    d = jnp.stack([jnp.sum(direction * right, -1), jnp.sum(direction * forward, -1)], -1)
-    inv = _safe_inverse(d)
-    t1 = (-half_extents - o) * inv
-    t2 = (half_extents - o) * inv
-    t_near = jnp.max(jnp.minimum(t1, t2), axis=-1)
-    t_far = jnp.min(jnp.maximum(t1, t2), axis=-1)
-    hit = (t_near <= t_far) & (t_near > 0.0)
-    return jnp.where(hit, t_near, NO_HIT)
+    rel = Vec(ray.origin.x - box.center.x, ray.origin.z - box.center.z)
+    direction = ray.direction
+    if box.forward is not None:
+        rel, direction = into_frame(rel, box.forward), into_frame(direction, box.forward)
+    inv_x, inv_z = _safe_inverse(direction.x), _safe_inverse(direction.z)
+    tx1, tx2 = (-box.half[0] - rel.x) * inv_x, (box.half[0] - rel.x) * inv_x
+    tz1, tz2 = (-box.half[1] - rel.z) * inv_z, (box.half[1] - rel.z) * inv_z
+    t_near = jnp.maximum(jnp.minimum(tx1, tx2), jnp.minimum(tz1, tz2))
+    t_far = jnp.minimum(jnp.maximum(tx1, tx2), jnp.maximum(tz1, tz2))
+    return jnp.where((t_near <= t_far) & (t_near > 0.0), t_near, NO_HIT)
 
 
-def ray_circle_distance(origin: jnp.ndarray, direction: jnp.ndarray, center: jnp.ndarray,
-                        radius: jnp.ndarray | float) -> jnp.ndarray:
+def ray_circle_distance(ray: Ray, center: Vec, radius: Scalar) -> jnp.ndarray:
     """Distance along a unit ray to a circle's edge, ``inf`` on a miss or when starting inside."""
-    oc = origin - center
-    b = jnp.sum(oc * direction, -1)
-    c = jnp.sum(oc * oc, -1) - radius**2
+    oc = Vec(ray.origin.x - center.x, ray.origin.z - center.z)
+    b = dot(oc, ray.direction)
+    c = dot(oc, oc) - radius**2
     disc = b * b - c
     t = -b - jnp.sqrt(jnp.maximum(disc, 0.0))
-    hit = (disc >= 0.0) & (c > 0.0) & (t > 0.0)
-    return jnp.where(hit, t, NO_HIT)
+    return jnp.where((disc >= 0.0) & (c > 0.0) & (t > 0.0), t, NO_HIT)
 
 
-def boxes_overlap(center_a: jnp.ndarray, half_a: jnp.ndarray, yaw_a: jnp.ndarray,
-                  center_b: jnp.ndarray, half_b: jnp.ndarray, yaw_b: jnp.ndarray) -> jnp.ndarray:
-    """Whether two oriented boxes overlap (separating-axis test on their four face normals)."""
-    fa, fb = heading(jnp.asarray(yaw_a, jnp.float32)), heading(jnp.asarray(yaw_b, jnp.float32))
-    axes_a = jnp.stack([right_of(fa), fa], -2)  # [..., 2 axes, 2]
-    axes_b = jnp.stack([right_of(fb), fb], -2)
-    axes = jnp.concatenate([jnp.broadcast_to(axes_a, jnp.broadcast_shapes(axes_a.shape, axes_b.shape)),
-                            jnp.broadcast_to(axes_b, jnp.broadcast_shapes(axes_a.shape, axes_b.shape))], -2)
-    delta = (center_b - center_a)[..., None, :]
+def boxes_overlap(a: Box, b: Box) -> jnp.ndarray:
+    """Whether two boxes overlap: the separating-axis test on their four face normals.
 
-    def radius(axes_box: jnp.ndarray, half: jnp.ndarray) -> jnp.ndarray:
-        # projection radius of a box onto each test axis: sum_k h_k |axis · u_k|
-        proj = jnp.abs(jnp.einsum("...ij,...kj->...ik", axes, axes_box))
-        return jnp.sum(proj * half[..., None, :], -1)
-
-    separation = jnp.abs(jnp.sum(delta * axes, -1))
-    return jnp.all(separation < radius(axes_a, half_a) + radius(axes_b, half_b), axis=-1)
+    Done in ``b``'s frame, where ``b`` is axis-aligned at the origin, so only ``a``'s axes need projecting.
+    """
+    delta = Vec(a.center.x - b.center.x, a.center.z - b.center.z)
+    forward = Vec(0.0, 1.0) if a.forward is None else a.forward
+    if b.forward is not None:
+        delta, forward = into_frame(delta, b.forward), into_frame(forward, b.forward)
+    # |components| of a's right (fz, -fx) and forward (fx, fz) along b's axes
+    fx, fz = jnp.abs(forward.x), jnp.abs(forward.z)
+    (ax, az), (bx, bz) = a.half, b.half
+    along_b_x = jnp.abs(delta.x) < bx + ax * fz + az * fx
+    along_b_z = jnp.abs(delta.z) < bz + ax * fx + az * fz
+    along_a_x = jnp.abs(dot(delta, right_of(forward))) < ax + bx * fz + bz * fx
+    along_a_z = jnp.abs(dot(delta, forward)) < az + bx * fx + bz * fz
+    return along_b_x & along_b_z & along_a_x & along_a_z

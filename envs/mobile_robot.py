@@ -25,10 +25,13 @@ from __future__ import annotations
 import chex
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import struct
 
-from envs import car
+from envs import car, geometry
 from envs.api import Environment
+from envs.car import wall_boxes
+from envs.geometry import Vec
 
 # Walls of one arena as axis-aligned boxes (centre x, z; half extents x, z), from the scene's 9.8616 × 1 walls.
 S6_WALLS = (
@@ -92,12 +95,6 @@ class MobileRobotState:
     t: jnp.ndarray      # decisions taken in this episode
 
 
-def wall_boxes(walls: tuple) -> tuple[jnp.ndarray, jnp.ndarray, jnp.ndarray]:
-    centers = jnp.asarray([c for c, _ in walls], jnp.float32)
-    halves = jnp.asarray([h for _, h in walls], jnp.float32)
-    return centers, halves, jnp.zeros(len(walls), jnp.float32)
-
-
 def sample_free_point(key: chex.PRNGKey, free_area: tuple, margin: float) -> jnp.ndarray:
     lo = jnp.asarray(free_area[:2], jnp.float32) + margin
     hi = jnp.asarray(free_area[2:], jnp.float32) - margin
@@ -119,23 +116,29 @@ class MobileRobot(Environment[MobileRobotState, MobileRobotParams]):
 
     observation_size = 1 + car.NUM_RAYS
     action_size = 2
+    step_uses_key = False
 
     @property
     def default_params(self) -> MobileRobotParams:
         return MobileRobotParams()
 
     def reset_env(self, key, params, slot, prev_state):
-        key_arena, key_car, key_goal, key_yaw, key_random = jax.random.split(key, 5)
+        if params.random_spawn:
+            key, key_random = jax.random.split(key)
+        # One draw for all of the reset's randomness: arena, car jitter (x, z), goal jitter (x, z)[, heading].
+        u = jax.random.uniform(key, (6 if params.random_heading else 5,))
         num_arenas = len(params.car_spawns)
-        arena = jnp.where(slot < 0, jax.random.randint(key_arena, (), 0, num_arenas), slot % num_arenas)
-        jitter = lambda k: jax.random.uniform(k, (2,), minval=-params.spawn_jitter, maxval=params.spawn_jitter)
+        random_arena = jnp.minimum(jnp.floor(u[0] * num_arenas), num_arenas - 1).astype(jnp.int32)
+        arena = jnp.where(slot < 0, random_arena, slot % num_arenas)
+        jitter = params.spawn_jitter * (2.0 * u[1:5] - 1.0)  # car (x, z), goal (x, z)
         # Unity translates the car in its pre-reset frame, then sets yaw 0; the goal's yaw is always 0.
         prev_yaw = jnp.float32(0.0) if prev_state is None else prev_state.yaw
-        pos = jnp.asarray(params.car_spawns, jnp.float32)[arena] + car.geometry.rotate(jitter(key_car), prev_yaw)
-        goal = jnp.asarray(params.goal_spawns, jnp.float32)[arena] + jitter(key_goal)
+        car_offset = geometry.rotate(Vec(jitter[0], jitter[1]), geometry.heading(prev_yaw))
+        pos = jnp.asarray(params.car_spawns, jnp.float32)[arena] + jnp.stack(car_offset)
+        goal = jnp.asarray(params.goal_spawns, jnp.float32)[arena] + jitter[2:]
         if params.random_spawn:
             pos, goal = sample_random_spawn(key_random, params)
-        yaw = jax.random.uniform(key_yaw, (), minval=-180.0, maxval=180.0) if params.random_heading else jnp.float32(0.0)
+        yaw = (360.0 * u[5] - 180.0) if params.random_heading else jnp.float32(0.0)
         state = MobileRobotState(pos=pos, yaw=yaw, goal=goal, slot=jnp.where(slot < 0, arena, slot).astype(jnp.int32),
                                  t=jnp.int32(0))
         distances, _ = self._rays(state, params)
@@ -145,31 +148,30 @@ class MobileRobot(Environment[MobileRobotState, MobileRobotParams]):
         chex.assert_shape(action, (self.action_size,))
         delta, dyaw = car.motion(state.yaw, action, params.action_mode, params.forward_step, params.turn_step,
                                  params.wheel_speed, params.wheel_base)
-        pos, yaw = car.move(state.pos, state.yaw, delta, dyaw, wall_boxes(params.walls))
-        state = state.replace(pos=pos, yaw=yaw, t=state.t + 1)
-        distances, shape = self._rays(state, params)
-        reward, terminated = self._reward(distances, shape == len(params.walls), params)
+        pos, yaw = car.move(car.as_vec(state.pos), state.yaw, delta, dyaw, wall_boxes(params.walls))
+        state = state.replace(pos=jnp.stack(pos), yaw=yaw, t=state.t + 1)
+        distances, hit_goal = self._rays(state, params)
+        reward, terminated = self._reward(distances, hit_goal, params)
         truncated = (state.t >= params.max_episode_steps) & ~terminated
         return self._observation(state, distances, params), state, reward, terminated, truncated
 
     def _rays(self, state: MobileRobotState, params: MobileRobotParams) -> tuple[jnp.ndarray, jnp.ndarray]:
-        circles = (state.goal[None, :], params.goal_ray_radius)
-        distances, shape = car.cast_rays(state.pos, state.yaw, params.sensor_behind_pivot, wall_boxes(params.walls), circles)
-        return jnp.where(distances <= params.ray_length, distances, jnp.inf), shape
+        """Each sensor's distance (inf beyond ``ray_length``) and whether what it sees first is the goal."""
+        rays = car.sensor_rays(car.as_vec(state.pos), geometry.heading(state.yaw), params.sensor_behind_pivot)
+        walls = car.nearest_wall(rays, wall_boxes(params.walls))
+        goal = geometry.ray_circle_distance(rays, car.as_vec(state.goal), params.goal_ray_radius)
+        distances, hit_goal = car.nearest_hit(walls, goal)
+        return jnp.where(distances <= params.ray_length, distances, jnp.inf), hit_goal
 
     def _observation(self, state, distances, params) -> jnp.ndarray:
-        facing = car.facing_angle_deg(state.pos, state.yaw, state.goal, params.goal_height - params.pivot_height,
-                                      goal_first=True)
+        facing = car.facing_angle_deg(car.as_vec(state.pos), geometry.heading(state.yaw), car.as_vec(state.goal),
+                                      params.goal_height - params.pivot_height, goal_first=True)
         rays = jnp.where(jnp.isfinite(distances), distances / params.ray_length, 1.0)
         return jnp.concatenate([(facing / 180.0)[None], rays]).astype(jnp.float32)
 
     def _reward(self, distances, hit_goal, params) -> tuple[jnp.ndarray, jnp.ndarray]:
         close = distances < params.near_distance
-        front = jnp.zeros(car.NUM_RAYS, bool).at[jnp.asarray(params.front_rays)].set(True)
-        reached = close & hit_goal & front
-        before_end = jnp.arange(car.NUM_RAYS) < car.first_index(reached)
-        penalised = close & ~reached & before_end
-        terminated = jnp.any(reached)
-        reward = (params.step_reward + params.goal_reward * terminated
-                  + params.near_penalty * jnp.sum(penalised))
+        reached = close & hit_goal & np.isin(np.arange(car.NUM_RAYS), params.front_rays)
+        terminated, penalties = car.episode_outcome(reached, close & ~reached)
+        reward = params.step_reward + params.goal_reward * terminated + params.near_penalty * penalties
         return reward.astype(jnp.float32), terminated

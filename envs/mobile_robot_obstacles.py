@@ -16,10 +16,13 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import struct
 
 from envs import car, geometry
 from envs.api import Environment
+from envs.car import wall_boxes
+from envs.geometry import Box, Vec
 
 # s7 walls (thickness 0.543): centre (x, z), half extents (x, z).
 S7_WALLS = (
@@ -90,19 +93,21 @@ class MobileRobotObstacles(Environment[MobileRobotObstaclesState, MobileRobotObs
 
     observation_size = 3 + 1 + car.NUM_RAYS
     action_size = 2
+    step_uses_key = False
 
     @property
     def default_params(self) -> MobileRobotObstaclesParams:
         return MobileRobotObstaclesParams()
 
-    def _scene(self, arena, params):
-        """Solid boxes of one arena (walls, block, goal); the goal box is the last one."""
-        walls_c = jnp.asarray([c for c, _ in params.walls], jnp.float32)
-        walls_h = jnp.asarray([h for _, h in params.walls], jnp.float32)
-        centers = jnp.concatenate([walls_c, arena_table(params, 1)[arena][None], arena_table(params, 3)[arena][None]])
-        halves = jnp.concatenate([walls_h, jnp.asarray([params.block_half, params.goal_half], jnp.float32)])
-        yaws = jnp.concatenate([jnp.zeros(len(params.walls)), arena_table(params, 2)[arena][None], jnp.zeros(1)])
-        return centers, halves, yaws
+    def _scene(self, arena, params) -> tuple[Box, ...]:
+        """Solid boxes of one arena: the walls, then the block, and the goal box last."""
+        def column(i: int) -> jnp.ndarray:
+            return arena_table(params, i)[arena]
+
+        walls = wall_boxes(params.walls)
+        block = Box(car.as_vec(column(1)), params.block_half, geometry.heading(column(2)))
+        goal = Box(car.as_vec(column(3)), params.goal_half)
+        return walls + (block, goal)
 
     def reset_env(self, key, params, slot, prev_state):
         arena = jnp.where(slot < 0, jax.random.randint(key, (), 0, len(params.arenas)), slot % len(params.arenas))
@@ -116,44 +121,40 @@ class MobileRobotObstacles(Environment[MobileRobotObstaclesState, MobileRobotObs
         arena = state.slot % len(params.arenas)
         delta, dyaw = car.motion(state.yaw, action, params.action_mode, params.forward_step, params.turn_step,
                                  params.wheel_speed, params.wheel_base)
-        pos, yaw = car.move(state.pos, state.yaw, delta, dyaw, self._scene(arena, params))
-        moved = state.replace(pos=pos, yaw=yaw, t=state.t + 1)
+        pos, yaw = car.move(car.as_vec(state.pos), state.yaw, delta, dyaw, self._scene(arena, params))
+        moved = state.replace(pos=jnp.stack(pos), yaw=yaw, t=state.t + 1)
         obs, stage, distances, hit_goal = self._observe(moved, params)
-        goal = distances <= params.goal_distance
-        front = jnp.zeros(car.NUM_RAYS, bool).at[jnp.asarray(params.front_rays)].set(True)
-        reached = goal & hit_goal & front
-        before_end = jnp.arange(car.NUM_RAYS) < car.first_index(reached)
-        penalised = (distances < params.near_distance) & ~reached & before_end
-        terminated = jnp.any(reached)
+        front = np.isin(np.arange(car.NUM_RAYS), params.front_rays)
+        reached = (distances <= params.goal_distance) & hit_goal & front
+        terminated, penalties = car.episode_outcome(reached, (distances < params.near_distance) & ~reached)
         # Unity adds −0.005·new and −0.005·(old − new): the cost of a step is set by the stage before it.
         reward = (params.stage_step_cost * state.stage + params.goal_reward * terminated
-                  + params.near_penalty * jnp.sum(penalised)).astype(jnp.float32)
+                  + params.near_penalty * penalties).astype(jnp.float32)
         truncated = (moved.t >= params.max_episode_steps) & ~terminated
         return obs, moved.replace(stage=stage), reward, terminated, truncated
 
     def _observe(self, state, params):
-        arena = state.slot % len(params.arenas)
-        centers, halves, yaws = self._scene(arena, params)
-        goal = centers[-1]
-        no_circles = (jnp.zeros((0, 2), jnp.float32), jnp.float32(0.0))
-        distances, shape = car.cast_rays(state.pos, state.yaw, params.sensor_behind_pivot, (centers, halves, yaws), no_circles)
+        *walls, block, goal = self._scene(state.slot % len(params.arenas), params)
+        pos, forward = car.as_vec(state.pos), geometry.heading(state.yaw)
+        rays = car.sensor_rays(pos, forward, params.sensor_behind_pivot)
+        obstacles = jnp.minimum(car.nearest_wall(rays, walls), geometry.ray_box_distance(rays, block))
+        distances, hit_goal = car.nearest_hit(obstacles, geometry.ray_box_distance(rays, goal))
         distances = jnp.where(distances <= params.ray_length, distances, jnp.inf)
-        hit_goal = shape == centers.shape[0] - 1
-        facing = car.facing_angle_deg(state.pos, state.yaw, goal, params.goal_height - params.pivot_height, goal_first=False)
-        stage = self._stage(state, facing, goal, (centers, halves, yaws), params)
+        facing = car.facing_angle_deg(pos, forward, goal.center, params.goal_height - params.pivot_height,
+                                      goal_first=False)
+        stage = self._stage(pos, forward, facing, block, goal, params)
         one_hot = jax.nn.one_hot(stage - 1, 3)
-        rays = jnp.where(jnp.isfinite(distances), distances / params.ray_length, 1.0)
-        obs = jnp.concatenate([one_hot, jnp.where(stage == 1, facing, 0.0)[None], rays]).astype(jnp.float32)
+        readings = jnp.where(jnp.isfinite(distances), distances / params.ray_length, 1.0)
+        obs = jnp.concatenate([one_hot, jnp.where(stage == 1, facing, 0.0)[None], readings]).astype(jnp.float32)
         return obs, stage, distances, hit_goal
 
-    def _stage(self, state, facing, goal, boxes, params) -> jnp.ndarray:
-        to_goal = goal - state.pos
-        direction = to_goal / jnp.maximum(jnp.linalg.norm(to_goal), 1e-6)
-        centers, halves, yaws = boxes
-        to_block = geometry.ray_box_distance(state.pos, direction, centers[-2], halves[-2], yaws[-2])
-        to_goal_box = geometry.ray_box_distance(state.pos, direction, centers[-1], halves[-1], yaws[-1])
-        f = geometry.heading(state.yaw)
-        bearing = jnp.rad2deg(jnp.arctan2(jnp.sum(to_goal * geometry.right_of(f)), jnp.sum(to_goal * f)))
+    def _stage(self, pos: Vec, forward: Vec, facing, block: Box, goal: Box, params) -> jnp.ndarray:
+        to_goal = Vec(goal.center.x - pos.x, goal.center.z - pos.z)
+        length = jnp.maximum(jnp.sqrt(geometry.dot(to_goal, to_goal)), 1e-6)
+        pivot_ray = geometry.Ray(pos, Vec(to_goal.x / length, to_goal.z / length))
+        to_block = geometry.ray_box_distance(pivot_ray, block)
+        to_goal_box = geometry.ray_box_distance(pivot_ray, goal)
+        bearing = jnp.rad2deg(jnp.arctan2(geometry.dot(to_goal, geometry.right_of(forward)), geometry.dot(to_goal, forward)))
         blocked = (to_block < to_goal_box) | (jnp.abs(bearing) < params.head_occlusion_angle)
         in_view = jnp.abs(facing) <= params.stage_angle
         return jnp.where(in_view, jnp.where(blocked, 2, 1), 3).astype(jnp.int32)

@@ -133,6 +133,27 @@ def checkpoint_metadata(behavior: str, spec, seed: int) -> dict:
                         "num_layers": net.num_layers, "normalize": net.normalize}}
 
 
+def apply_environment_parameters(env_params, parameters: dict | None):
+    """ML-Agents' ``environment_parameters`` (sent to Unity scenes) set fields of the JAX scene's params.
+
+    Constant values only (``max_episode_steps: 500``, ``random_spawn: true``); samplers and curricula are Unity-side
+    features this trainer does not run yet, so they are refused with the parameter's name.
+    """
+    fields = {name for name in env_params.__dataclass_fields__}
+    for name, value in (parameters or {}).items():
+        if name not in fields:
+            raise RunError(f"environment_parameters.{name}: not a parameter of this scene ({', '.join(sorted(fields))})")
+        if isinstance(value, dict):
+            raise RunError(f"environment_parameters.{name}: only constant values are supported, not samplers or curricula")
+        current = getattr(env_params, name)
+        try:
+            converted = type(current)(value) if isinstance(current, (bool, int, float, str)) else value
+        except (TypeError, ValueError):
+            raise RunError(f"environment_parameters.{name}: {value!r} is not a {type(current).__name__}") from None
+        env_params = env_params.replace(**{name: converted})
+    return env_params
+
+
 def next_multiple(step: int, every: int) -> int:
     return (step // every + 1) * every
 
@@ -150,7 +171,7 @@ def run_training(settings: RunSettings, argv: list[str]) -> int:
     training = not cp.inference
     timers = Timers(argv)
     env = envs.make(behavior)
-    env_params = env.default_params
+    env_params = apply_environment_parameters(env.default_params, settings.environment_parameters)
     num_envs = settings.env_settings.num_envs or default_num_envs(trainer, jax.default_backend())
     spec = make_train_spec(trainer, env.observation_size, env.action_size, num_envs)
     seed = resolve_seed(settings)

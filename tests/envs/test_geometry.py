@@ -2,39 +2,54 @@ import jax.numpy as jnp
 import numpy as np
 
 from envs import geometry
+from envs.geometry import Box, Ray, Vec
+
+UP = Vec(jnp.float32(0.0), jnp.float32(1.0))
+ORIGIN = Vec(jnp.float32(0.0), jnp.float32(0.0))
 
 
 def test_heading_is_clockwise_from_forward():
     np.testing.assert_allclose(geometry.heading(jnp.float32(0.0)), [0.0, 1.0], atol=1e-6)
     np.testing.assert_allclose(geometry.heading(jnp.float32(90.0)), [1.0, 0.0], atol=1e-6)  # right
-    np.testing.assert_allclose(geometry.right_of(jnp.array([0.0, 1.0])), [1.0, 0.0])
+    np.testing.assert_allclose(geometry.right_of(Vec(0.0, 1.0)), [1.0, 0.0])
 
 
 def test_ray_hits_axis_aligned_and_rotated_box():
-    box_c, box_h = jnp.array([0.0, 5.0]), jnp.array([2.0, 0.5])
-    d = geometry.ray_box_distance(jnp.zeros(2), jnp.array([0.0, 1.0]), box_c, box_h)
-    np.testing.assert_allclose(d, 4.5, rtol=1e-6)
+    box = Box(Vec(0.0, 5.0), (2.0, 0.5))
+    np.testing.assert_allclose(geometry.ray_box_distance(Ray(ORIGIN, UP), box), 4.5, rtol=1e-6)
     # Turned by 90° the box is 4 long in z: its near face is at z = 3.
-    d = geometry.ray_box_distance(jnp.zeros(2), jnp.array([0.0, 1.0]), box_c, box_h, 90.0)
-    np.testing.assert_allclose(d, 3.0, rtol=1e-5)
+    turned = box._replace(forward=geometry.heading(90.0))
+    np.testing.assert_allclose(geometry.ray_box_distance(Ray(ORIGIN, UP), turned), 3.0, rtol=1e-5)
     # Misses: pointing away, or starting inside (Unity's Raycast does not see a collider it starts in).
-    assert jnp.isinf(geometry.ray_box_distance(jnp.zeros(2), jnp.array([0.0, -1.0]), box_c, box_h))
-    assert jnp.isinf(geometry.ray_box_distance(box_c, jnp.array([0.0, 1.0]), box_c, box_h))
+    assert jnp.isinf(geometry.ray_box_distance(Ray(ORIGIN, Vec(0.0, -1.0)), box))
+    assert jnp.isinf(geometry.ray_box_distance(Ray(box.center, UP), box))
 
 
 def test_ray_circle_distance():
-    d = geometry.ray_circle_distance(jnp.zeros(2), jnp.array([0.0, 1.0]), jnp.array([0.0, 3.0]), 0.5)
-    np.testing.assert_allclose(d, 2.5, rtol=1e-6)
+    center = Vec(0.0, 3.0)
+    np.testing.assert_allclose(geometry.ray_circle_distance(Ray(ORIGIN, UP), center, 0.5), 2.5, rtol=1e-6)
     # grazing offset: hits at z = 3 - sqrt(0.25 - 0.09)
-    d = geometry.ray_circle_distance(jnp.array([0.3, 0.0]), jnp.array([0.0, 1.0]), jnp.array([0.0, 3.0]), 0.5)
+    d = geometry.ray_circle_distance(Ray(Vec(0.3, 0.0), UP), center, 0.5)
     np.testing.assert_allclose(d, 3.0 - np.sqrt(0.16), rtol=1e-5)
-    assert jnp.isinf(geometry.ray_circle_distance(jnp.array([0.6, 0.0]), jnp.array([0.0, 1.0]), jnp.array([0.0, 3.0]), 0.5))
+    assert jnp.isinf(geometry.ray_circle_distance(Ray(Vec(0.6, 0.0), UP), center, 0.5))
 
 
 def test_boxes_overlap_separating_axes():
-    half = jnp.array([0.5, 0.5])
-    assert geometry.boxes_overlap(jnp.zeros(2), half, 0.0, jnp.array([0.9, 0.0]), half, 0.0)
-    assert not geometry.boxes_overlap(jnp.zeros(2), half, 0.0, jnp.array([1.1, 0.0]), half, 0.0)
+    def square(x: float, yaw: float | None = None) -> Box:
+        return Box(Vec(x, 0.0), (0.5, 0.5), None if yaw is None else geometry.heading(yaw))
+
+    assert geometry.boxes_overlap(square(0.0, 0.0), square(0.9))
+    assert not geometry.boxes_overlap(square(0.0, 0.0), square(1.1))
     # A square turned 45° reaches 0.707 along x: overlaps at 1.15, not at 1.25.
-    assert geometry.boxes_overlap(jnp.zeros(2), half, 45.0, jnp.array([1.15, 0.0]), half, 0.0)
-    assert not geometry.boxes_overlap(jnp.zeros(2), half, 45.0, jnp.array([1.25, 0.0]), half, 0.0)
+    assert geometry.boxes_overlap(square(0.0, 45.0), square(1.15))
+    assert not geometry.boxes_overlap(square(0.0, 45.0), square(1.25))
+    # The same with the turned square second, and with both turned: the test is symmetric.
+    assert geometry.boxes_overlap(square(1.15), square(0.0, 45.0))
+    assert not geometry.boxes_overlap(square(1.25, 0.0), square(0.0, 45.0))
+    assert geometry.boxes_overlap(square(0.0, 45.0), square(1.15, 90.0))
+
+
+def test_rays_broadcast_against_a_box():
+    directions = Vec(jnp.array([0.0, 1.0, 0.0]), jnp.array([1.0, 0.0, -1.0]))
+    d = geometry.ray_box_distance(Ray(ORIGIN, directions), Box(Vec(0.0, 5.0), (2.0, 0.5)))
+    np.testing.assert_allclose(d, [4.5, np.inf, np.inf], rtol=1e-6)

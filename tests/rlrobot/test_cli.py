@@ -26,6 +26,7 @@ behaviors:
     time_horizon: 32
     summary_freq: 1024
 env_settings: {{num_envs: 16, seed: 3}}
+environment_parameters: {{max_episode_steps: 48}}
 """
 TAGS = ["Environment/Cumulative Reward", "Environment/Episode Length", "Environment/Success Rate", "Policy/Entropy",
         "Policy/Extrinsic Value Estimate", "Policy/Learning Rate", "Policy/Epsilon", "Policy/Beta",
@@ -73,7 +74,7 @@ def test_results_layout_tags_checkpoints_and_onnx(tmp_path, capsys):
     assert sorted(p.name for p in behavior.glob("MobileRobot-*")) == [
         "MobileRobot-3072.ckpt", "MobileRobot-3072.onnx", "MobileRobot-4096.ckpt", "MobileRobot-4096.onnx"]
     assert (run / "MobileRobot.onnx").is_file() and (behavior / "checkpoint.ckpt").is_file()
-    assert set(TAGS) <= event_tags(behavior)
+    assert set(TAGS) <= event_tags(behavior)  # episodes end: environment_parameters set a 48-step limit
     lines = [json.loads(line) for line in (behavior / "metrics.jsonl").read_text().splitlines()]
     assert [line["step"] for line in lines] == [1024, 2048, 3072, 4096]
     assert all(line["steps_per_second"] > 0 and "Losses/Value Loss" in line for line in lines)
@@ -139,3 +140,10 @@ def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, capsys):
     assert learn(tmp_path, str(exploding), "--run-id=r", "--resume") == 1
     assert "NaN/inf" in capsys.readouterr().out
     assert latest.read_bytes() == before
+
+
+def test_environment_parameters_must_name_scene_fields(tmp_path, capsys):
+    cfg = tmp_path / "bad_env.yaml"
+    cfg.write_text(TINY.format(max_steps=1024, schedule="linear").replace("max_episode_steps: 48", "gravity: 9.8"))
+    assert learn(tmp_path, str(cfg), "--run-id=e") == 2
+    assert "environment_parameters.gravity" in capsys.readouterr().out
