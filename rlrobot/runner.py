@@ -182,7 +182,8 @@ def run_training(settings: RunSettings, argv: list[str]) -> int:
     state = load_initial_state(init_train_state(jax.random.PRNGKey(seed), env, env_params, spec), settings, behavior, paths)
     status = TrainingStatus.load(paths.status_path) if cp.resume else TrainingStatus()
     checkpoints = CheckpointManager(paths.behavior_dir, behavior, trainer.keep_checkpoints, status, paths.status_path)
-    writer = SummaryWriter(paths.run_dir, behavior, clear_past_data=not cp.resume)
+    # --inference may look at a finished run: never delete what that run wrote.
+    writer = SummaryWriter(paths.run_dir, behavior, clear_past_data=not (cp.resume or cp.inference))
     writer.write_hyperparameters(str(trainer))
 
     with timers.time("compile"):
@@ -244,7 +245,8 @@ def run_training(settings: RunSettings, argv: list[str]) -> int:
             status.set_final(behavior, step, str(final_onnx), last_reward, [str(final_ckpt)])
             status.save(paths.status_path)
         writer.close()
-        settings.dump_yaml(paths.run_dir / "configuration.yaml")
+        if training or not (paths.run_dir / "configuration.yaml").exists():
+            settings.dump_yaml(paths.run_dir / "configuration.yaml")
         timers.gauge("steps_per_second", (step - first_step) / max(time.perf_counter() - start, 1e-9))
         timers.save(paths.timers_path)
     return exit_code

@@ -123,6 +123,11 @@ def test_initialize_from_and_inference(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "Not Training." in out
     assert not list((tmp_path / "results" / "inf" / "MobileRobot").glob("*.ckpt"))  # --inference never saves
+    events = sorted((tmp_path / "results" / "src" / "MobileRobot").glob("events.out*"))
+    assert learn(tmp_path, config(tmp_path, 1024), "--run-id=src", "--inference") == 0  # on the finished run
+    assert sorted((tmp_path / "results" / "src" / "MobileRobot").glob("events.out*"))[:len(events)] == events
+    assert yaml.safe_load((tmp_path / "results" / "src" / "configuration.yaml").read_text())["behaviors"][
+        "MobileRobot"]["max_steps"] == 2048  # the trained run's configuration is kept
     assert learn(tmp_path, config(tmp_path, 1024), "--run-id=init", "--initialize-from=src") == 0
     step, _ = read_metadata(tmp_path / "results" / "init" / "MobileRobot" / "checkpoint.ckpt")
     assert step == 1024  # the step restarts at 0, unlike --resume
