@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import time
 
 import jax
 import jax.numpy as jnp
 
 import envs
-from benchmarks.machine import machine_info
+from benchmarks.machine import machine_info, median_seconds, throughput_table
 
 
 def make_runner(env, params, num_envs: int, steps: int):
@@ -46,22 +45,9 @@ def measure(env, params, num_envs: int, min_agent_steps: int, repeats: int) -> d
     t0 = time.perf_counter()
     run = make_runner(env, params, num_envs, steps).lower(jax.random.PRNGKey(0)).compile()
     compile_s = time.perf_counter() - t0
-    run(jax.random.PRNGKey(0)).block_until_ready()
-    times = []
-    for i in range(repeats):
-        t0 = time.perf_counter()
-        run(jax.random.PRNGKey(i + 1)).block_until_ready()
-        times.append(time.perf_counter() - t0)
-    median = statistics.median(times)
-    return {"num_envs": num_envs, "steps": steps, "agent_steps": steps * num_envs, "seconds": median,
-            "agent_steps_per_second": steps * num_envs / median, "compile_s": compile_s}
-
-
-def table(rows: list[dict]) -> str:
-    lines = ["| robots | agent-steps/s | run (s) | compile (s) |", "|---:|---:|---:|---:|"]
-    lines += [f"| {r['num_envs']} | {r['agent_steps_per_second']:,.0f} | {r['seconds']:.3f} | {r['compile_s']:.2f} |"
-              for r in rows]
-    return "\n".join(lines)
+    seconds = median_seconds(lambda: run(jax.random.PRNGKey(1)).block_until_ready(), repeats)
+    return {"num_envs": num_envs, "steps": steps, "agent_steps": steps * num_envs, "seconds": seconds,
+            "agent_steps_per_second": steps * num_envs / seconds, "compile_s": compile_s}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -77,7 +63,7 @@ def main(argv: list[str] | None = None) -> None:
     info = machine_info()
     print(f"{args.env} env-only throughput — {info['cpu']} ({info['cores']} cores), {info['backend']}, "
           f"JAX {info['jax']}, {info['date']}")
-    print(table(rows))
+    print(throughput_table(rows))
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"machine": info, "env": args.env, "rows": rows}, f, indent=2)

@@ -1,9 +1,12 @@
-"""Stamp every benchmark result with the machine and software it ran on."""
+"""What every benchmark shares: the machine stamp, median timing and the throughput table."""
 from __future__ import annotations
 
 import datetime
 import os
 import platform
+import statistics
+import time
+from typing import Callable
 
 import jax
 
@@ -30,3 +33,23 @@ def machine_info() -> dict:
         "jax": jax.__version__,
         "python": platform.python_version(),
     }
+
+
+def median_seconds(run: Callable[[], object], repeats: int) -> float:
+    """Median wall time of ``run()`` over ``repeats`` calls, after one warm-up call (``run`` must block)."""
+    run()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def throughput_table(rows: list[dict]) -> str:
+    """``| robots | agent-steps/s | run (s) | compile (s) |``; a compile time of None prints as "—"."""
+    lines = ["| robots | agent-steps/s | run (s) | compile (s) |", "|---:|---:|---:|---:|"]
+    for r in rows:
+        compile_s = "—" if r["compile_s"] is None else f"{r['compile_s']:.2f}"
+        lines.append(f"| {r['num_envs']} | {r['agent_steps_per_second']:,.0f} | {r['seconds']:.3f} | {compile_s} |")
+    return "\n".join(lines)

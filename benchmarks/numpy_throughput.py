@@ -15,12 +15,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
 
 import numpy as np
 
-from benchmarks.machine import machine_info
+from benchmarks.machine import machine_info, median_seconds, throughput_table
 from benchmarks.numpy_robot import NumpyMobileRobot
 
 
@@ -38,24 +36,9 @@ def measure(num_envs: int, min_agent_steps: int, max_steps: int, repeats: int, s
             total += float(reward.sum())
         return total + float(obs.sum())
 
-    run()  # warm-up
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - t0)
-    median = statistics.median(times)
-    return {"num_envs": num_envs, "steps": steps, "agent_steps": steps * num_envs, "seconds": median,
-            "agent_steps_per_second": steps * num_envs / median, "compile_s": None}
-
-
-def table(rows: list[dict]) -> str:
-    """The table of ``benchmarks.env_throughput``; a compile time of None prints as "—"."""
-    lines = ["| robots | agent-steps/s | run (s) | compile (s) |", "|---:|---:|---:|---:|"]
-    for r in rows:
-        compile_s = "—" if r["compile_s"] is None else f"{r['compile_s']:.2f}"
-        lines.append(f"| {r['num_envs']} | {r['agent_steps_per_second']:,.0f} | {r['seconds']:.3f} | {compile_s} |")
-    return "\n".join(lines)
+    seconds = median_seconds(run, repeats)
+    return {"num_envs": num_envs, "steps": steps, "agent_steps": steps * num_envs, "seconds": seconds,
+            "agent_steps_per_second": steps * num_envs / seconds, "compile_s": None}
 
 
 def ratio_table(numpy_rows: list[dict], jax_rows: list[dict]) -> str:
@@ -80,18 +63,17 @@ def main(argv: list[str] | None = None) -> None:
     info = machine_info()
     print(f"MobileRobot NumPy env-only throughput — {info['cpu']} ({info['cores']} cores), NumPy {np.__version__}, "
           f"{info['date']}")
-    print(table(rows))
+    print(throughput_table(rows))
     result = {"machine": info, "env": "MobileRobot", "numpy": np.__version__, "rows": rows}
     if args.compare:
         import envs
         from benchmarks.env_throughput import measure as measure_jax
-        from benchmarks.env_throughput import table as jax_table
 
         env = envs.make("MobileRobot")
         jax_rows = [measure_jax(env, env.default_params, n, args.jax_agent_steps, args.repeats) for n in args.num_envs]
         print()
         print(f"MobileRobot JAX env-only throughput — {info['backend']}, JAX {info['jax']}")
-        print(jax_table(jax_rows))
+        print(throughput_table(jax_rows))
         print()
         print(ratio_table(rows, jax_rows))
         result["jax_rows"] = jax_rows
