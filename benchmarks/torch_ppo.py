@@ -1,0 +1,227 @@
+"""Throughput baseline: the course's PyTorch PPO-AC training loop, stepping the NumPy robot.
+
+The loop follows the LearnPPO-AC exemplar (``/work/shared/reference/mobile-robot.md`` §3): separate actor and critic
+MLPs, a state-independent learnable ``log_std``, GAE with masks, the clipped surrogate, ``0.5 * value loss - beta *
+entropy``, Adam, ``epochs x minibatches``. It is written for ``N`` robots at once and fixes the exemplar's
+single-agent assumptions:
+
+* masks are per robot and per step (``[T, N]``), never one scalar for the whole step;
+* a robot that hit the time limit (truncated) bootstraps from ``V(final_obs)``, the observation before its reset,
+  and only a terminated robot gets ``V = 0``; the GAE recursion is cut for either;
+* log-probs are summed over action dimensions (one ratio per transition), rewards and losses are never summed across
+  robots; minibatches are a shuffled permutation (not sampled with replacement), as in rlrobot.
+
+To measure the same work as one rlrobot iteration (``benchmarks.train_throughput``), the networks have rlrobot's shape
+(``num_layers x (Linear(hidden) + SiLU)`` per network, a linear ``mu`` head, a linear value head), advantages are
+standardised over the buffer, and each iteration is a rollout of ``num_envs x rollout_steps`` transitions, GAE, and
+``epochs x (steps // minibatch)`` Adam steps. Observation normalisation is left out (cheap either way).
+
+    python -m benchmarks.torch_ppo --compare
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import statistics
+import time
+
+import numpy as np
+import torch
+from torch import nn
+
+from benchmarks.numpy_robot import NumpyMobileRobot
+
+DEFAULT_CONFIGS = ["configs/MobileRobot-fast.yaml", "configs/MobileRobot.yaml"]
+
+
+def mlp(in_size: int, hidden_units: int, num_layers: int) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for i in range(num_layers):
+        layers += [nn.Linear(in_size if i == 0 else hidden_units, hidden_units), nn.SiLU()]
+    return nn.Sequential(*layers)
+
+
+class ActorCritic(nn.Module):
+    """Separate actor and critic trunks; Gaussian policy with a state-independent ``log_std`` (initialised to 0)."""
+
+    def __init__(self, obs_size: int, action_size: int, hidden_units: int, num_layers: int):
+        super().__init__()
+        self.actor = nn.Sequential(mlp(obs_size, hidden_units, num_layers), nn.Linear(hidden_units, action_size))
+        self.critic = nn.Sequential(mlp(obs_size, hidden_units, num_layers), nn.Linear(hidden_units, 1))
+        self.log_std = nn.Parameter(torch.zeros(action_size))
+
+    def dist(self, obs: torch.Tensor) -> torch.distributions.Normal:
+        mu = self.actor(obs)
+        return torch.distributions.Normal(mu, self.log_std.exp().expand_as(mu))
+
+    def value(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.critic(obs).squeeze(-1)
+
+
+def compute_gae(rewards, values, next_values, terminated, truncated, gamma: float, lambd: float):
+    """GAE per robot over ``[T, N]`` arrays.
+
+    ``next_values[t]`` is ``V`` of the observation that followed step ``t`` (for robots whose episode ended, the final
+    observation before the reset). A terminated robot does not bootstrap; a truncated one does. The advantage chain is
+    cut wherever an episode ended, so it never runs from one robot's episode into the next.
+    """
+    not_terminal = 1.0 - terminated
+    not_done = 1.0 - torch.maximum(terminated, truncated)
+    deltas = rewards + gamma * next_values * not_terminal - values
+    advantages = torch.zeros_like(rewards)
+    gae = torch.zeros_like(rewards[0])
+    for t in range(rewards.shape[0] - 1, -1, -1):
+        gae = deltas[t] + gamma * lambd * not_done[t] * gae
+        advantages[t] = gae
+    return advantages, advantages + values
+
+
+class TorchPPO:
+    """The PPO-AC loop on ``NumpyMobileRobot``; ``iteration()`` does one rollout + GAE + update."""
+
+    def __init__(self, num_envs: int, rollout_steps: int, hidden_units: int, num_layers: int, minibatch: int,
+                 epochs: int, learning_rate: float = 3e-4, gamma: float = 0.99, lambd: float = 0.95,
+                 clip: float = 0.2, beta: float = 0.005, seed: int = 0):
+        torch.manual_seed(seed)
+        self.env = NumpyMobileRobot(num_envs, seed=seed)
+        self.num_envs, self.rollout_steps = num_envs, rollout_steps
+        self.steps_per_iteration = num_envs * rollout_steps
+        self.minibatch = min(minibatch, self.steps_per_iteration)
+        self.num_minibatches = max(1, self.steps_per_iteration // self.minibatch)
+        self.epochs, self.gamma, self.lambd, self.clip, self.beta = epochs, gamma, lambd, clip, beta
+        self.model = ActorCritic(NumpyMobileRobot.observation_size, NumpyMobileRobot.action_size, hidden_units,
+                                 num_layers)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=learning_rate)
+        self.obs = torch.from_numpy(self.env.reset())
+        self.generator = torch.Generator().manual_seed(seed)
+        self.last_losses: list[float] = []
+
+    @torch.no_grad()
+    def rollout(self):
+        T, N, O = self.rollout_steps, self.num_envs, NumpyMobileRobot.observation_size
+        obs = torch.empty(T, N, O)
+        next_obs = torch.empty(T, N, O)
+        actions = torch.empty(T, N, NumpyMobileRobot.action_size)
+        log_probs = torch.empty(T, N)
+        rewards, terminated, truncated = torch.empty(T, N), torch.empty(T, N), torch.empty(T, N)
+        for t in range(T):
+            dist = self.model.dist(self.obs)
+            action = dist.sample()
+            new_obs, reward, term, trunc, final_obs = self.env.step(action.numpy())
+            obs[t], actions[t], log_probs[t] = self.obs, action, dist.log_prob(action).sum(-1)
+            next_obs[t] = torch.from_numpy(final_obs)
+            rewards[t] = torch.from_numpy(np.asarray(reward, np.float32))
+            terminated[t] = torch.from_numpy(np.asarray(term, np.float32))
+            truncated[t] = torch.from_numpy(np.asarray(trunc, np.float32))
+            self.obs = torch.from_numpy(new_obs)
+        values = self.model.value(obs)
+        next_values = self.model.value(next_obs)
+        advantages, returns = compute_gae(rewards, values, next_values, terminated, truncated, self.gamma, self.lambd)
+        advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+        flat = lambda x: x.reshape(T * N, *x.shape[2:])  # noqa: E731
+        return flat(obs), flat(actions), flat(log_probs), flat(advantages), flat(returns)
+
+    def update(self, obs, actions, old_log_probs, advantages, returns) -> list[float]:
+        losses = []
+        used = self.num_minibatches * self.minibatch
+        for _ in range(self.epochs):
+            order = torch.randperm(obs.shape[0], generator=self.generator)[:used].view(self.num_minibatches, -1)
+            for idx in order:
+                dist = self.model.dist(obs[idx])
+                ratio = (dist.log_prob(actions[idx]).sum(-1) - old_log_probs[idx]).exp()
+                adv = advantages[idx]
+                actor_loss = -torch.min(ratio * adv, ratio.clamp(1 - self.clip, 1 + self.clip) * adv).mean()
+                critic_loss = (returns[idx] - self.model.value(obs[idx])).pow(2).mean()
+                entropy = dist.entropy().sum(-1).mean()
+                loss = 0.5 * critic_loss + actor_loss - self.beta * entropy
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                self.optimizer.step()
+                losses.append(loss.item())
+        return losses
+
+    def iteration(self) -> list[float]:
+        self.last_losses = self.update(*self.rollout())
+        return self.last_losses
+
+
+def train_steps_per_second(num_envs: int, rollout_steps: int, hidden_units: int, num_layers: int, minibatch: int,
+                           epochs: int, iterations: int, threads: int | None = None, return_trainer: bool = False,
+                           **hyperparameters) -> dict:
+    """Agent-steps/s of whole PPO iterations (rollout + GAE + update), timed after one warm-up iteration."""
+    torch.set_num_threads(threads or os.cpu_count())
+    ppo = TorchPPO(num_envs, rollout_steps, hidden_units, num_layers, minibatch, epochs, **hyperparameters)
+    ppo.iteration()  # warm-up
+    times, losses = [], []
+    for _ in range(iterations):
+        t0 = time.perf_counter()
+        losses += ppo.iteration()
+        times.append(time.perf_counter() - t0)
+    result = {
+        "network": f"{num_layers}x{hidden_units}", "num_envs": num_envs, "rollout_steps": rollout_steps,
+        "steps_per_iteration": ppo.steps_per_iteration, "minibatch": ppo.minibatch, "epochs": epochs,
+        "adam_steps_per_iteration": epochs * ppo.num_minibatches, "iterations": iterations,
+        "threads": torch.get_num_threads(), "total_s": sum(times), "median_s": statistics.median(times),
+        "agent_steps_per_second": ppo.steps_per_iteration / statistics.median(times),
+        "agent_steps_per_second_total": iterations * ppo.steps_per_iteration / sum(times),
+        "loss_is_finite": bool(np.all(np.isfinite(losses))), "final_loss": losses[-1],
+    }
+    if return_trainer:
+        result["trainer"] = ppo
+    return result
+
+
+def config_shape(config: str) -> dict:
+    """The network, batch and robot count rlrobot would use for ``config`` on the CPU."""
+    from rlrobot.config import load_run_settings
+    from rlrobot.runner import choose_behavior
+    from rlrobot.train import default_num_envs
+
+    settings = load_run_settings(config)
+    trainer = settings.behavior(choose_behavior(settings))
+    hp, net = trainer.hyperparameters, trainer.network_settings
+    n = settings.env_settings.num_envs or default_num_envs(trainer, "cpu")
+    rollout_steps = math.ceil(hp.buffer_size / n)
+    return {"num_envs": n, "rollout_steps": rollout_steps, "hidden_units": net.hidden_units,
+            "num_layers": net.num_layers, "minibatch": min(hp.batch_size, n * rollout_steps), "epochs": hp.num_epoch,
+            "learning_rate": hp.learning_rate, "beta": hp.beta, "clip": hp.epsilon, "lambd": hp.lambd,
+            "gamma": trainer.gamma}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--configs", nargs="+", default=DEFAULT_CONFIGS)
+    parser.add_argument("--iterations", type=int, default=3)
+    parser.add_argument("--threads", type=int)
+    parser.add_argument("--compare", action="store_true", help="also time rlrobot (benchmarks.train_throughput)")
+    args = parser.parse_args(argv)
+    rows = []
+    for config in args.configs:
+        shape = config_shape(config)
+        hyper = {k: shape[k] for k in ("learning_rate", "beta", "clip", "lambd", "gamma")}
+        r = train_steps_per_second(shape["num_envs"], shape["rollout_steps"], shape["hidden_units"],
+                                   shape["num_layers"], shape["minibatch"], shape["epochs"], args.iterations,
+                                   args.threads, **hyper)
+        r["config"] = config
+        rows.append(r)
+    print(f"PyTorch {torch.__version__}, {rows[0]['threads']} threads, {args.iterations} timed iterations (median)")
+    print("| config | network | robots | PyTorch PPO-AC agent-steps/s |")
+    print("|---|---|---:|---:|")
+    for r in rows:
+        print(f"| {r['config']} | {r['network']} | {r['num_envs']} | {r['agent_steps_per_second']:,.0f} |")
+    if args.compare:
+        from benchmarks.train_throughput import measure
+
+        print()
+        print("| config | rlrobot | PyTorch | ratio |")
+        print("|---|---:|---:|---:|")
+        for r in rows:
+            j = measure(r["config"], None, args.iterations, repeats=1)
+            ratio = j["agent_steps_per_second"] / r["agent_steps_per_second"]
+            print(f"| {r['config']} | {j['agent_steps_per_second']:,.0f} | {r['agent_steps_per_second']:,.0f} | "
+                  f"{ratio:.1f}x |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
