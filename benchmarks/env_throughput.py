@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 
 import jax
 import jax.numpy as jnp
 
 import envs
-from benchmarks.machine import machine_info, median_seconds, throughput_table
+from benchmarks.machine import compile_and_time, machine_info, throughput_row, throughput_table
 
 
 def make_runner(env, params, num_envs: int, steps: int):
@@ -42,12 +41,8 @@ def make_runner(env, params, num_envs: int, steps: int):
 
 def measure(env, params, num_envs: int, min_agent_steps: int, repeats: int) -> dict:
     steps = max(16, min_agent_steps // num_envs)
-    t0 = time.perf_counter()
-    run = make_runner(env, params, num_envs, steps).lower(jax.random.PRNGKey(0)).compile()
-    compile_s = time.perf_counter() - t0
-    seconds = median_seconds(lambda: run(jax.random.PRNGKey(1)).block_until_ready(), repeats)
-    return {"num_envs": num_envs, "steps": steps, "agent_steps": steps * num_envs, "seconds": seconds,
-            "agent_steps_per_second": steps * num_envs / seconds, "compile_s": compile_s}
+    compile_s, seconds = compile_and_time(make_runner(env, params, num_envs, steps), (jax.random.PRNGKey(1),), repeats)
+    return throughput_row(num_envs, steps, seconds, compile_s)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 
 import jax
 import jax.numpy as jnp
 
 import envs
-from benchmarks.machine import machine_info, median_seconds, throughput_table
+from benchmarks.machine import compile_and_time, machine_info, throughput_row, throughput_table
 from rlrobot.networks import NetworkSpec, env_action, init_agent, policy_distribution, sample_action
 
 
@@ -57,13 +56,9 @@ def make_runner(env, params, num_envs: int, steps: int, spec: NetworkSpec):
 def measure(env, params, num_envs: int, min_agent_steps: int, repeats: int, spec: NetworkSpec) -> dict:
     steps = max(16, min_agent_steps // num_envs)
     agent = init_agent(jax.random.PRNGKey(2), spec)
-    t0 = time.perf_counter()
-    run = make_runner(env, params, num_envs, steps, spec).lower(jax.random.PRNGKey(0), agent).compile()
-    compile_s = time.perf_counter() - t0
-    seconds = median_seconds(lambda: run(jax.random.PRNGKey(1), agent).block_until_ready(), repeats)
-    return {"num_envs": num_envs, "steps": steps, "agent_steps": steps * num_envs, "seconds": seconds,
-            "agent_steps_per_second": steps * num_envs / seconds, "compile_s": compile_s,
-            "network": f"{spec.num_layers}x{spec.hidden_units}"}
+    runner = make_runner(env, params, num_envs, steps, spec)
+    compile_s, seconds = compile_and_time(runner, (jax.random.PRNGKey(1), agent), repeats)
+    return {**throughput_row(num_envs, steps, seconds, compile_s), "network": f"{spec.num_layers}x{spec.hidden_units}"}
 
 
 def main(argv: list[str] | None = None) -> None:

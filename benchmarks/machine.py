@@ -46,6 +46,20 @@ def median_seconds(run: Callable[[], object], repeats: int) -> float:
     return statistics.median(times)
 
 
+def compile_and_time(jitted, args: tuple, repeats: int) -> tuple[float, float]:
+    """Compile a jitted function ahead of time for ``args``, then time it: ``(compile seconds, median run seconds)``."""
+    t0 = time.perf_counter()
+    compiled = jitted.lower(*args).compile()
+    compile_s = time.perf_counter() - t0
+    return compile_s, median_seconds(lambda: jax.block_until_ready(compiled(*args)), repeats)
+
+
+def throughput_row(num_envs: int, steps: int, seconds: float, compile_s: float | None) -> dict:
+    """One row of a throughput table: ``steps`` steps of ``num_envs`` robots took ``seconds``."""
+    return {"num_envs": num_envs, "steps": steps, "agent_steps": steps * num_envs, "seconds": seconds,
+            "agent_steps_per_second": steps * num_envs / seconds, "compile_s": compile_s}
+
+
 def throughput_table(rows: list[dict]) -> str:
     """``| robots | agent-steps/s | run (s) | compile (s) |``; a compile time of None prints as "—"."""
     lines = ["| robots | agent-steps/s | run (s) | compile (s) |", "|---:|---:|---:|---:|"]
