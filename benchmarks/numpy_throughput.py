@@ -18,7 +18,7 @@ import json
 
 import numpy as np
 
-from benchmarks.machine import machine_info, median_seconds, throughput_table
+from benchmarks.machine import machine_info, median_seconds, throughput_row, throughput_table
 from benchmarks.numpy_robot import NumpyMobileRobot
 
 
@@ -37,8 +37,7 @@ def measure(num_envs: int, min_agent_steps: int, max_steps: int, repeats: int, s
         return total + float(obs.sum())
 
     seconds = median_seconds(run, repeats)
-    return {"num_envs": num_envs, "steps": steps, "agent_steps": steps * num_envs, "seconds": seconds,
-            "agent_steps_per_second": steps * num_envs / seconds, "compile_s": None}
+    return throughput_row(num_envs, steps, seconds, None)
 
 
 def ratio_table(numpy_rows: list[dict], jax_rows: list[dict]) -> str:

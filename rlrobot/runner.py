@@ -158,10 +158,6 @@ def next_multiple(step: int, every: int) -> int:
     return (step // every + 1) * every
 
 
-def all_finite(tree) -> bool:
-    return all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.floating))
-
-
 def run_training(settings: RunSettings, argv: list[str]) -> int:
     """Train (or with ``--inference`` just run) the policy of the configured JAX behavior; returns the exit code."""
     behavior = choose_behavior(settings)
@@ -219,7 +215,7 @@ def run_training(settings: RunSettings, argv: list[str]) -> int:
                 state, metrics = run(state, jnp.int32(iterations))
                 new_step = int(state.step)
                 pending = metrics if pending is None else pending.add(metrics)
-                if not bool(metrics.loss_is_finite) or not all_finite(state.agent.params):
+                if not bool(metrics.loss_is_finite):
                     logger.error(f"Training stopped at step {new_step}: the loss or the network parameters became NaN/inf. "
                                  f"The last good checkpoint is kept ({checkpoints.latest_path() or 'none was written'}).")
                     exit_code = 1

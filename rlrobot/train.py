@@ -228,6 +228,10 @@ def update(agent: AgentState, opt_state, batch: ppo.Batch, schedule: ppo.Schedul
     return agent.replace(params=params), opt_state, metrics
 
 
+def _all_finite(tree) -> jnp.ndarray:
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
+
+
 def iteration(env: Environment, env_params, spec: TrainSpec, state: TrainState) -> tuple[TrainState, Metrics]:
     """One PPO iteration: collect, update normalisers, GAE, update. Pure; jit it (``train_iterations`` does)."""
     key, key_collect, key_update = jax.random.split(state.key, 3)
@@ -242,7 +246,7 @@ def iteration(env: Environment, env_params, spec: TrainSpec, state: TrainState) 
         policy_loss=jnp.mean(losses["policy_loss"]), value_loss=jnp.mean(losses["value_loss"]),
         approx_kl=jnp.mean(losses["approx_kl"]), clip_fraction=jnp.mean(losses["clip_fraction"]),
         learning_rate=schedule.learning_rate, beta=schedule.beta, epsilon=schedule.epsilon,
-        loss_is_finite=jnp.all(losses["loss_is_finite"]))
+        loss_is_finite=jnp.all(losses["loss_is_finite"]) & _all_finite(agent.params))
     return state.replace(agent=agent, opt_state=opt_state), metrics
 
 
@@ -258,7 +262,7 @@ def make_train_iterations(env: Environment, env_params, spec: TrainSpec, inferen
                           deterministic: bool = False):
     """A compiled ``(state, n) -> (state, summed Metrics)`` running ``n`` iterations on the device.
 
-    It stops early (with the state before the offending update) if a loss becomes NaN/inf.
+    It stops early (with the state before the offending update) if a loss or a parameter becomes NaN/inf.
     """
     body_fn = partial(inference_iteration, deterministic=deterministic) if inference else iteration
 
