@@ -1,4 +1,4 @@
-"""Environment-only throughput of the NumPy port of MobileRobot (``benchmarks.numpy_robot``): the baseline for
+"""Environment-only throughput of the NumPy port of MobileRobot (``envs.numpy_robot``): the baseline for
 ``benchmarks.env_throughput``.
 
 Each measurement resets ``num_envs`` robots, then times ``steps`` calls of ``NumpyMobileRobot.step`` with uniform
@@ -19,7 +19,7 @@ import json
 import numpy as np
 
 from benchmarks.machine import machine_info, median_seconds, throughput_row, throughput_table
-from benchmarks.numpy_robot import NumpyMobileRobot
+from envs.numpy_robot import NumpyMobileRobot
 
 
 def measure(num_envs: int, min_agent_steps: int, max_steps: int, repeats: int, seed: int = 0) -> dict:

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from benchmarks.numpy_robot import NumpyMobileRobot
+from envs.numpy_robot import NumpyMobileRobot
 
 DEFAULT_CONFIGS = ["configs/MobileRobot-fast.yaml", "configs/MobileRobot.yaml"]
 

@@ -1,4 +1,4 @@
-"""The NumPy port of MobileRobot (``benchmarks/numpy_robot.py``) takes the same transitions as the JAX env."""
+"""The NumPy port of MobileRobot (``envs/numpy_robot.py``) takes the same transitions as the JAX env."""
 from __future__ import annotations
 
 import jax
@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from benchmarks.numpy_robot import NumpyMobileRobot
+from envs.numpy_robot import NumpyMobileRobot
 from envs.mobile_robot import S6_FREE_AREA, MobileRobot, MobileRobotState
 
 OBS_ATOL = 1e-4

@@ -1,10 +1,11 @@
-"""A NumPy port of the MobileRobot step, vectorised over all robots: the baseline for the env benchmark.
+"""A NumPy port of the MobileRobot step, vectorised over all robots: the env benchmark's baseline and the stand-in's physics.
 
 This is what one would write without JAX: the same scene as :class:`envs.mobile_robot.MobileRobot` (default
 ``unity`` action mode, spawns at the scene's arena spots) stepped for ``N`` robots at once with float32 NumPy arrays
 (``[N]`` per robot, ``[N, 18]`` per ray, a small loop over the four walls), auto-resetting finished robots as
 :meth:`envs.api.Environment.step` does. ``benchmarks.numpy_throughput`` times it against the JAX env and
-``tests/test_numpy_robot.py`` checks that it takes the same transitions. It is not used by the trainer.
+``tests/test_numpy_robot.py`` checks that it takes the same transitions. The Unity-protocol stand-in player
+(``envs/standin``) serves it without loading JAX's compiler; the trainer never uses it.
 
 Every constant comes from :class:`envs.mobile_robot.MobileRobotParams` and :mod:`envs.car`, so the two cannot drift
 apart. Reset randomness is NumPy's own (``seed``), so resets follow the same distribution as the JAX env but not
