@@ -1,0 +1,71 @@
+"""``python -m envs.standin build DIR`` | ``python -m envs.standin play [Unity player arguments]``."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+LOG_FORMAT = "%(asctime)s [%(levelname)s] %(message)s"
+
+
+def play_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="envs.standin play", allow_abbrev=False,
+                                     description="Serve the MobileRobot stand-in to a trainer over ML-Agents' protocol.")
+    parser.add_argument("--mlagents-port", type=int, required=True, help="the trainer's port (base_port + worker_id)")
+    parser.add_argument("-logFile", "-logfile", dest="log_file", help="write the log here (default: stderr)")
+    parser.add_argument("-nographics", action="store_true", help="accepted and ignored, as Unity's flag")
+    parser.add_argument("-batchmode", action="store_true", help="accepted and ignored, as Unity's flag")
+    parser.add_argument("--agents", type=int, default=8, help="robots per area (default 8: the scene's arenas)")
+    parser.add_argument("--decision-period", type=int, default=1, help="Academy steps per decision")
+    parser.add_argument("--shuffle-order", action="store_true", help="permute the agents' order in every message")
+    parser.add_argument("--seed", type=int, help="reset randomness (default: the seed the trainer sends)")
+    parser.add_argument("--crash-after", type=int, help="SIGKILL itself after answering this many STEP commands")
+    parser.add_argument("--hang-after", type=int, help="stop answering after this many STEP commands")
+    parser.add_argument("--connect-timeout", type=float, default=60.0, help="seconds to wait for the trainer")
+    return parser
+
+
+def play(argv: list[str]) -> int:
+    args, unknown = play_parser().parse_known_args(argv)  # a Unity player ignores arguments it does not know
+    if args.agents < 1 or args.decision_period < 1:
+        print("standin: --agents and --decision-period must be at least 1", file=sys.stderr)
+        return 2
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if args.log_file:
+        handlers[0].setLevel(logging.ERROR)  # the log file gets everything, stderr the reason for a non-zero exit
+        handlers.append(logging.FileHandler(args.log_file))
+    logging.basicConfig(level=logging.WARNING, format=LOG_FORMAT, handlers=handlers)
+    log = logging.getLogger("envs.standin")
+    log.setLevel(logging.INFO)
+    log.info(f"MobileRobot protocol stand-in, argv {argv}")
+    if unknown:
+        log.warning(f"ignoring unknown arguments {unknown}")
+    from envs.standin.player import Player, PlayerOptions
+
+    return Player(PlayerOptions(port=args.mlagents_port, agents=args.agents, decision_period=args.decision_period,
+                                shuffle_order=args.shuffle_order, seed=args.seed, crash_after=args.crash_after,
+                                hang_after=args.hang_after, connect_timeout=args.connect_timeout)).run()
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["play"]:
+        return play(argv[1:])
+    parser = argparse.ArgumentParser(prog="rlrobot-standin", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    build = sub.add_parser("build", help="write DIR/MobileRobot.x86_64, a launcher mlagents-envs can start")
+    build.add_argument("directory")
+    sub.add_parser("play", help="run the player (mlagents-envs does this with Unity's arguments)")
+    args = parser.parse_args(argv)
+    from envs.standin.build import write_launcher
+
+    try:
+        print(write_launcher(args.directory))
+    except (OSError, ValueError) as error:
+        print(f"rlrobot-standin: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
