@@ -1,8 +1,10 @@
 """``rlrobot-validate``: how well does a policy do? Success rate, return and episode length with 95% intervals.
 
-POLICY is an ``.onnx`` file (rlrobot's export or an ML-Agents one, either format) or a results run folder
-(its ``<Behavior>.onnx``). Each of ``--episodes`` robots plays one episode, robot i in arena i mod 8 as in
-the Unity scene, inside the JAX simulator; the table is printed and written as JSON.
+POLICY is an ``.onnx`` file (rlrobot's export or an ML-Agents one, either format), an rlrobot checkpoint
+(``.ckpt``) or a results run folder (its ``<Behavior>.onnx``). Each of ``--episodes`` robots plays one episode,
+robot i in arena i mod 8 as in the Unity scene, inside the JAX simulator. With ``--env PATH`` the same policy also
+plays a Unity build through mlagents-envs: each agent plays the same number of whole episodes (so short episodes
+are not over-counted), at least ``--episodes`` in all. The table puts the worlds side by side and is written as JSON.
 """
 from __future__ import annotations
 
@@ -51,7 +53,7 @@ def episode_summary(success: np.ndarray, returns: np.ndarray, lengths: np.ndarra
 
 
 def resolve_policy_file(policy: Path) -> Path:
-    if policy.is_file() and policy.suffix == ".onnx":
+    if policy.is_file() and policy.suffix in (".onnx", ".ckpt"):
         return policy
     if policy.is_dir():
         candidates = sorted(p for p in policy.glob("*.onnx"))
@@ -61,15 +63,36 @@ def resolve_policy_file(policy: Path) -> Path:
     raise ValueError(f"{policy}: not an .onnx file or a results run folder")
 
 
+def load_policy(policy_file: Path):
+    """An ``OnnxPolicy`` (``act(obs, key | None)`` in env units) from an ONNX file or an rlrobot checkpoint."""
+    from rlrobot.onnx_policy import OnnxPolicy, load_onnx_policy
+
+    if policy_file.suffix != ".ckpt":
+        return load_onnx_policy(policy_file)
+    from rlrobot.checkpoints import CheckpointError
+    from rlrobot.export import load_agent
+    from rlrobot.networks import deterministic_action, env_action, policy_distribution, sample_action
+
+    try:
+        agent, spec, _ = load_agent(policy_file)
+    except CheckpointError as error:
+        raise ValueError(str(error)) from None
+
+    def act(obs, key=None):
+        mu, log_std = policy_distribution(agent.params, agent.actor_norm, obs, spec)
+        return deterministic_action(mu) if key is None else env_action(sample_action(key, mu, log_std))
+
+    return OnnxPolicy(path=policy_file, observation_size=spec.obs_size, action_size=spec.action_size, act=act)
+
+
 def validate_in_jax(policy_file: Path, behavior: str | None, episodes: int, deterministic: bool, seed: int,
                     max_steps: int) -> tuple[str, dict]:
     import jax
 
     import envs
     from envs.rollout import first_episodes
-    from rlrobot.onnx_policy import load_onnx_policy
 
-    policy = load_onnx_policy(policy_file)
+    policy = load_policy(policy_file)
     by_size = {envs.make(name).observation_size: name for name in envs.registered()}
     behavior = behavior or by_size.get(policy.observation_size)
     if behavior is None:
@@ -86,6 +109,52 @@ def validate_in_jax(policy_file: Path, behavior: str | None, episodes: int, dete
     summary = episode_summary(stats.success[finished], stats.returns[finished], stats.lengths[finished])
     summary["unfinished"] = int((~finished).sum())
     return behavior, summary
+
+
+def validate_in_unity(policy_file: Path, env_path: str, episodes: int, deterministic: bool, seed: int,
+                      max_steps: int, **unity_options) -> tuple[str, dict]:
+    """Play the policy on a Unity build: every agent plays ``ceil(episodes / agents)`` whole episodes.
+
+    An episode still running after ``max_steps`` decisions is given up on and reported as unfinished, as on the
+    JAX side. ``unity_options`` go to :class:`envs.unity.UnityBatchEnv` (ports, time-out, time scale).
+    """
+    import jax
+
+    from envs.unity import UnityBatchEnv, check_policy_sizes
+
+    policy = load_policy(policy_file)
+    act = jax.jit(lambda obs, key: policy.act(obs, None if deterministic else key))
+    with UnityBatchEnv(env_path, seed=seed, **unity_options) as env:
+        check_policy_sizes(env, policy.observation_size, policy.action_size, str(policy_file))
+        n = env.num_agents
+        quota = math.ceil(episodes / n)
+        played = np.zeros(n, np.int64)
+        returns, lengths = np.zeros(n), np.zeros(n, np.int64)
+        success, episode_returns, episode_lengths = [], [], []
+        unfinished = 0
+        key = jax.random.PRNGKey(seed)
+        obs = env.reset()
+        while np.any(played < quota):
+            key, key_act = jax.random.split(key)
+            out = env.step(np.asarray(act(obs, key_act)))
+            counting = played < quota
+            returns += out.reward
+            lengths += 1
+            ended = (out.terminated | out.truncated) & counting
+            given_up = ~ended & counting & (lengths >= max_steps)
+            for i in np.flatnonzero(ended):
+                success.append(bool(out.terminated[i]))
+                episode_returns.append(returns[i])
+                episode_lengths.append(lengths[i])
+            unfinished += int(given_up.sum())
+            restart = out.terminated | out.truncated | given_up
+            played += ended | given_up
+            returns[restart], lengths[restart] = 0.0, 0
+            obs = out.obs
+        name = env.behavior_name
+    summary = episode_summary(np.array(success, bool), np.array(episode_returns), np.array(episode_lengths, float))
+    summary["unfinished"] = unfinished
+    return name, summary
 
 
 def format_table(columns: dict[str, dict]) -> str:
@@ -110,7 +179,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--episodes", type=int, default=512)
     parser.add_argument("--deterministic", action="store_true", help="act with the mean action (μ), not a sample")
     parser.add_argument("--behavior", help="scene to run in (default: from the policy's observation size)")
-    parser.add_argument("--env", dest="env_path", help="also validate on this Unity build")
+    parser.add_argument("--env", dest="env_path", help="also validate on this Unity build (or a stand-in player)")
+    parser.add_argument("--base-port", type=int, default=5005, help="Unity: port mlagents-envs listens on")
+    parser.add_argument("--timeout-wait", type=int, default=60, help="Unity: seconds to wait for the player")
+    parser.add_argument("--time-scale", type=float, default=20.0, help="Unity: engine time scale")
+    parser.add_argument("--no-graphics", action="store_true", help="Unity: run the player without rendering")
+    parser.add_argument("--env-args", nargs=argparse.REMAINDER, default=[],
+                        help="Unity: arguments passed on to the player (must come last)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-steps", type=int, default=3000, help="give up on an episode after this many decisions")
     parser.add_argument("--json", type=Path, help="where to write the table as JSON (default: beside the policy)")
@@ -118,9 +193,6 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(False)
     if args.episodes <= 0:
         logger.error(f"--episodes {args.episodes}: must be positive")
-        return 2
-    if args.env_path:
-        logger.error(f"--env {args.env_path}: validating on a Unity build is not available in this version")
         return 2
     try:
         policy_file = resolve_policy_file(args.policy)
@@ -130,8 +202,22 @@ def main(argv: list[str] | None = None) -> int:
         logger.error(str(error))
         return 2
     columns = {"JAX sim": summary}
+    if args.env_path:
+        try:
+            from envs.unity import UnityError
+        except ImportError as error:
+            logger.error(f"--env needs mlagents-envs ({error}); install it with: pip install 'rlrobot[unity]'")
+            return 2
+        try:
+            unity_behavior, columns[f"Unity: {Path(args.env_path).name}"] = validate_in_unity(
+                policy_file, args.env_path, args.episodes, args.deterministic, args.seed, args.max_steps,
+                behavior=args.behavior, base_port=args.base_port, timeout_wait=args.timeout_wait,
+                time_scale=args.time_scale, no_graphics=args.no_graphics, additional_args=tuple(args.env_args))
+        except UnityError as error:
+            logger.error(str(error))
+            return 1
     mode = "deterministic" if args.deterministic else "sampled"
-    print(f"{policy_file} on {behavior} ({mode} actions)")
+    print(f"{policy_file} on {behavior}{f' and {unity_behavior}' if args.env_path else ''} ({mode} actions)")
     print(format_table(columns))
     out = args.json or policy_file.with_name(policy_file.stem + ".validation.json")
     out.write_text(json.dumps({"policy": str(policy_file), "behavior": behavior, "actions": mode, "columns": columns},

@@ -1,0 +1,113 @@
+"""rlrobot-learn --env and rlrobot-validate --env against the stand-in player, through the real mlagents-envs client."""
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "envs"))  # unity_ports
+from unity_ports import free_base_port, no_leftover_players, standin_build  # noqa: E402,F401
+from test_cli import TAGS, event_tags  # noqa: E402
+
+from rlrobot.checkpoints import read_metadata  # noqa: E402
+from rlrobot.cli import main as learn_main  # noqa: E402
+from rlrobot.validate import main as validate_main  # noqa: E402
+
+CONFIG = """
+behaviors:
+  MobileRobot:
+    trainer_type: ppo
+    hyperparameters: {{batch_size: 128, buffer_size: 512, learning_rate: 0.001, num_epoch: 2}}
+    network_settings: {{normalize: true, hidden_units: 16, num_layers: 2}}
+    reward_signals: {{extrinsic: {{gamma: 0.99, strength: 1.0}}}}
+    checkpoint_interval: 1024
+    max_steps: {max_steps}
+    time_horizon: 32
+    summary_freq: 1024
+    threaded: {threaded}
+env_settings: {{seed: 3, timeout_wait: 10, env_args: [{env_args}]}}
+environment_parameters: {{max_episode_steps: 48}}
+"""
+
+
+def config(tmp_path: Path, max_steps: int = 3072, threaded: bool = False, env_args: str = '"--agents", "16"') -> str:
+    path = tmp_path / "unity.yaml"
+    path.write_text(CONFIG.format(max_steps=max_steps, threaded=str(threaded).lower(), env_args=env_args))
+    return str(path)
+
+
+def learn(tmp_path: Path, build: Path, *args: str) -> int:
+    return learn_main([*args, "--env", str(build), "--base-port", str(free_base_port()),
+                       "--results-dir", str(tmp_path / "results")])
+
+
+@pytest.mark.parametrize("threaded", [False, True])
+def test_training_on_a_build_writes_the_usual_results(tmp_path, standin_build, capsys, threaded):
+    assert learn(tmp_path, standin_build, config(tmp_path, threaded=threaded), "--run-id=u") == 0
+    out = capsys.readouterr().out
+    assert "16 agents x 32 decisions = 512 agent-steps per update" in out
+    assert "[INFO] MobileRobot. Step: 1024. Time Elapsed: " in out and "Training." in out
+    run = tmp_path / "results" / "u"
+    behavior = run / "MobileRobot"
+    assert set(TAGS) <= event_tags(behavior)  # the 48-step limit reached the player: episodes end
+    status = json.loads((run / "run_logs" / "training_status.json").read_text())["MobileRobot"]
+    assert [c["steps"] for c in status["checkpoints"]] == [1024, 2048, 3072]
+    assert (run / "MobileRobot.onnx").is_file() and (run / "run_logs" / "Player-0.log").is_file()
+    step, metadata = read_metadata(behavior / "checkpoint.ckpt")
+    assert step == 3072 and metadata["unity_env"] == str(standin_build)
+    lengths = [json.loads(line)["Environment/Episode Length"] for line in (behavior / "metrics.jsonl").read_text().splitlines()]
+    assert all(0 < length <= 48 for length in lengths)
+
+
+def test_resume_on_a_build_continues_from_the_checkpoint(tmp_path, standin_build, capsys):
+    assert learn(tmp_path, standin_build, config(tmp_path, max_steps=1024), "--run-id=u") == 0
+    assert learn(tmp_path, standin_build, config(tmp_path, max_steps=2048), "--run-id=u", "--resume") == 0
+    assert "Step: 2048" in capsys.readouterr().out
+    assert read_metadata(tmp_path / "results" / "u" / "MobileRobot" / "checkpoint.ckpt")[0] == 2048
+
+
+def test_player_crash_keeps_the_last_checkpoint_and_exits_1(tmp_path, standin_build, capsys):
+    cfg = config(tmp_path, max_steps=8192, env_args='"--agents", "16", "--crash-after", "100"')
+    assert learn(tmp_path, standin_build, cfg, "--run-id=u") == 1
+    out = capsys.readouterr().out
+    assert "[ERROR]" in out and "crashed" in out and "Training stopped at step 1536:" in out
+    behavior = tmp_path / "results" / "u" / "MobileRobot"
+    assert read_metadata(behavior / "checkpoint.ckpt")[0] == 1536   # the last finished update was saved
+    assert (behavior / "MobileRobot-1024.ckpt").is_file() and (behavior / "MobileRobot-1536.onnx").is_file()
+    assert not (tmp_path / "results" / "u" / "MobileRobot.onnx").exists()   # not marked final
+
+
+def test_missing_build_and_busy_port_are_one_line_errors(tmp_path, standin_build, capsys):
+    assert learn(tmp_path, tmp_path / "nowhere" / "Robot.x86_64", config(tmp_path), "--run-id=u") == 2
+    assert "Robot" in capsys.readouterr().out
+    assert not (tmp_path / "results" / "u").exists()   # nothing was created for a run that never started
+
+
+def test_validate_puts_the_jax_sim_and_the_build_side_by_side(tmp_path, standin_build, capsys):
+    """A policy trained in JAX plays the stand-in as it plays the JAX scene: the two columns agree within noise."""
+    fast = yaml.safe_load((Path(__file__).parents[2] / "configs" / "MobileRobot-fast.yaml").read_text())
+    fast["behaviors"]["MobileRobot"].update(max_steps=300_000, checkpoint_interval=300_000)
+    (tmp_path / "fast.yaml").write_text(yaml.safe_dump(fast))
+    assert learn_main([str(tmp_path / "fast.yaml"), "--run-id=j", "--seed=0", "--results-dir", str(tmp_path / "results")]) == 0
+    table = tmp_path / "table.json"
+    assert validate_main([str(tmp_path / "results" / "j"), "--episodes", "256", "--env", str(standin_build),
+                          "--base-port", str(free_base_port()), "--timeout-wait", "10", "--json", str(table),
+                          "--env-args", "--agents", "32"]) == 0
+    out = capsys.readouterr().out
+    assert "| success rate [95% CI] |" in out and "Unity: MobileRobot.x86_64" in out
+    jax_sim, unity = json.loads(table.read_text())["columns"].values()
+    assert jax_sim["episodes"] == unity["episodes"] == 256
+    assert jax_sim["success_rate"] > 0.5   # it learned something, so agreement means something
+    for key in ("success_rate", "mean_return", "mean_length"):
+        (a_lo, a_hi), (b_lo, b_hi) = jax_sim[f"{key}_ci95"], unity[f"{key}_ci95"]
+        assert a_lo <= b_hi and b_lo <= a_hi, (key, jax_sim[key], unity[key])   # 95% intervals overlap
+
+
+def test_validate_refuses_a_policy_whose_sizes_differ_from_the_build(tmp_path, standin_build, shared_data, capsys):
+    code = validate_main([str(shared_data / "MobileRobot-22obs-497100.onnx"), "--episodes", "8", "--env",
+                          str(standin_build), "--base-port", str(free_base_port()), "--timeout-wait", "10",
+                          "--json", str(tmp_path / "t.json")])
+    assert code == 1
+    out = capsys.readouterr().out
+    assert "22" in out and "19" in out and out.count("[ERROR]") == 1
