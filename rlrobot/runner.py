@@ -2,7 +2,9 @@
 
 It builds the jitted trainer for one behavior, then wakes up only at summary, checkpoint and stop points:
 writes ML-Agents' results layout (``configuration.yaml``, ``run_logs/``, ``<Behavior>/`` with TensorBoard events,
-``metrics.jsonl`` and checkpoints), prints ML-Agents' console lines, and saves on Ctrl+C / SIGTERM.
+``metrics.jsonl`` and checkpoints), prints ML-Agents' console lines, and saves on Ctrl+C / SIGTERM. The same loop
+drives a run split across devices and hosts (``parallel``: only process 0 writes, checkpoints are gathered to it)
+and several runs vmapped together (``seeds``: one such layout per run, plus a summary across them).
 """
 from __future__ import annotations
 
@@ -20,13 +22,14 @@ import jax.numpy as jnp
 import numpy as np
 
 import envs
-from rlrobot import __version__
+from rlrobot import __version__, parallel
 from rlrobot.checkpoints import CheckpointError, CheckpointManager, load_checkpoint
-from rlrobot.config import RunSettings, TrainerSettings
+from rlrobot.config import ConfigError, RunSettings, TrainerSettings
 from rlrobot.export import export_policy
+from rlrobot.seeds import SeedsSummary, hyperparameter_table, member_settings, plan_members
 from rlrobot.summaries import Progress, SummaryWriter, Timers, TrainingStatus, console_line
-from rlrobot.train import (TrainState, default_num_envs, init_train_state, make_train_iterations, make_train_spec,
-                           reward_mean_std, summary_scalars)
+from rlrobot.train import (Hyperparams, TrainState, default_num_envs, init_train_state, make_train_iterations,
+                           make_train_spec, reward_mean_std, summary_scalars)
 
 logger = logging.getLogger("rlrobot")
 
@@ -158,52 +161,143 @@ def next_multiple(step: int, every: int) -> int:
     return (step // every + 1) * every
 
 
-def run_training(settings: RunSettings, argv: list[str]) -> int:
-    """Train (or with ``--inference`` just run) the policy of the configured JAX behavior; returns the exit code."""
+class RunRecord:
+    """What one run writes (process 0 only): events and metrics, checkpoints with their ONNX, training status,
+    timers and ``configuration.yaml``, in ML-Agents' layout under ``paths.run_dir``."""
+
+    def __init__(self, settings: RunSettings, behavior: str, spec, seed: int) -> None:
+        self.settings, self.behavior, self.spec, self.seed = settings, behavior, spec, seed
+        self.paths = prepare_run_dir(settings, behavior)
+        self.last_reward: float | None = None
+
+    def open(self) -> None:
+        """Start the status, checkpoint and summary files (after the initial state loaded: a bad source writes nothing)."""
+        cp, trainer = self.settings.checkpoint_settings, self.settings.behavior(self.behavior)
+        self.status = TrainingStatus.load(self.paths.status_path) if cp.resume else TrainingStatus()
+        self.checkpoints = CheckpointManager(self.paths.behavior_dir, self.behavior, trainer.keep_checkpoints,
+                                             self.status, self.paths.status_path)
+        # --inference may look at a finished run: never delete what that run wrote.
+        self.writer = SummaryWriter(self.paths.run_dir, self.behavior, clear_past_data=not (cp.resume or cp.inference))
+        self.writer.write_hyperparameters(str(trainer))
+
+    def save(self, state: TrainState, step: int) -> Path:
+        """A checkpoint and its ``<Behavior>-<step>.onnx``, as ML-Agents writes at every checkpoint."""
+        def onnx_file(stem: Path) -> list[Path]:
+            path = export_policy(state.agent, self.spec.network, stem.with_suffix(".onnx"))
+            logger.info(f"Exported {path}")
+            return [path]
+        return self.checkpoints.save(state, step, self.last_reward, checkpoint_metadata(self.behavior, self.spec, self.seed),
+                                     extra_files=onnx_file)
+
+    def finish(self, state: TrainState | None, step: int) -> None:
+        """The final checkpoint (``state`` None: the one at ``step`` is already saved) and ``<Behavior>.onnx``."""
+        final_ckpt = self.save(state, step) if state is not None else self.checkpoints.latest_path()
+        source, final_onnx = self.paths.behavior_dir / f"{self.behavior}-{step}.onnx", self.paths.run_dir / f"{self.behavior}.onnx"
+        shutil.copyfile(source, final_onnx)
+        logger.info(f"Copied {source} to {final_onnx}.")
+        self.status.set_final(self.behavior, step, str(final_onnx), self.last_reward, [str(final_ckpt)])
+        self.status.save(self.paths.status_path)
+
+    def close(self, training: bool, timers: Timers) -> None:
+        self.writer.close()
+        if training or not (self.paths.run_dir / "configuration.yaml").exists():
+            self.settings.dump_yaml(self.paths.run_dir / "configuration.yaml")
+        timers.save(self.paths.timers_path)
+
+
+def _member(tree, index: int, batched: bool):
+    return jax.tree.map(lambda x: x[index], tree) if batched else tree
+
+
+def _current_step(state: TrainState) -> int:
+    return int(np.max(jax.device_get(state.step)))
+
+
+def _check_group_dir(settings: RunSettings) -> None:
+    """``--seeds``/``--sweep`` put runs under ``<run-id>/``: an existing one needs --resume or --force too."""
+    cp = settings.checkpoint_settings
+    if (Path(cp.results_dir) / cp.run_id).exists() and not (cp.resume or cp.force or cp.inference):
+        raise RunError(EXISTS_MESSAGE)
+
+
+def run_training(settings: RunSettings, argv: list[str], *, devices: int | None = None, seeds: int = 1,
+                 sweep: list[dict[str, float]] | None = None) -> int:
+    """Train (or with ``--inference`` just run) the policy of the configured JAX behavior; returns the exit code.
+
+    ``devices`` splits the robots across that many devices (None: all); ``seeds`` and ``sweep`` (points of
+    ``seeds.load_sweep``) train several runs vmapped in one program. Only process 0 of a multi-process job writes.
+    """
     behavior = choose_behavior(settings)
     trainer: TrainerSettings = settings.behavior(behavior)
     cp = settings.checkpoint_settings
-    paths = prepare_run_dir(settings, behavior)
     training = not cp.inference
+    lead = jax.process_index() == 0
+    if not lead:
+        logger.setLevel(logging.WARNING)
     timers = Timers(argv)
     env = envs.make(behavior)
     env_params = apply_environment_parameters(env.default_params, settings.environment_parameters)
     num_envs = settings.env_settings.num_envs or default_num_envs(trainer, jax.default_backend())
+    try:
+        device_list = parallel.choose_devices(devices, num_envs)
+    except ValueError as error:
+        raise RunError(str(error)) from None
+    mesh = parallel.make_mesh(device_list)
     spec = make_train_spec(trainer, env.observation_size, env.action_size, num_envs)
-    seed = resolve_seed(settings)
+    seed = int(parallel.broadcast_from_first(np.int32(resolve_seed(settings))))
+    members = plan_members(seed, seeds, sweep)
+    try:
+        runs = [member_settings(settings, behavior, member) for member in members]
+    except ConfigError as error:
+        raise RunError(str(error)) from None
+    batched = bool(members[0].name)
+    states = [init_train_state(jax.random.PRNGKey(member.seed), env, env_params, spec) for member in members]
+    records: list[RunRecord] = []
+    failure = None
+    if lead:  # folders and checkpoints live with process 0; the others learn whether it could start
+        try:
+            if batched:
+                _check_group_dir(settings)
+            records = [RunRecord(run, behavior, spec, member.seed) for run, member in zip(runs, members)]
+            states = [load_initial_state(s, run, behavior, r.paths) for s, run, r in zip(states, runs, records)]
+        except RunError as error:
+            failure = error
+    if not bool(parallel.broadcast_from_first(np.bool_(failure is None))):
+        raise failure or RunError("Process 0 could not start the run; see its log.")
     logger.info(f"Hyperparameters for behavior name {behavior}: \n{trainer}")
-    logger.info(f"rlrobot {__version__} on {jax.default_backend()} ({jax.devices()[0].device_kind}); seed {seed}; "
-                f"{num_envs} robots x {spec.rollout_steps} steps = {spec.steps_per_iteration} agent-steps per update")
+    logger.info(f"rlrobot {__version__} on {jax.default_backend()} ({jax.devices()[0].device_kind}) x {len(device_list)} "
+                f"in {jax.process_count()} process(es); seed {seed}; {num_envs} robots x {spec.rollout_steps} steps = "
+                f"{spec.steps_per_iteration} agent-steps per update" + (f"; {len(members)} runs in one program" if batched else ""))
 
-    state = load_initial_state(init_train_state(jax.random.PRNGKey(seed), env, env_params, spec), settings, behavior, paths)
-    status = TrainingStatus.load(paths.status_path) if cp.resume else TrainingStatus()
-    checkpoints = CheckpointManager(paths.behavior_dir, behavior, trainer.keep_checkpoints, status, paths.status_path)
-    # --inference may look at a finished run: never delete what that run wrote.
-    writer = SummaryWriter(paths.run_dir, behavior, clear_past_data=not (cp.resume or cp.inference))
-    writer.write_hyperparameters(str(trainer))
+    state = jax.tree.map(lambda *xs: jnp.stack(xs), *states) if batched else states[0]
+    state = parallel.place(parallel.broadcast_from_first(state), mesh, batch_dims=int(batched))
+    table = hyperparameter_table(members, vars(Hyperparams.from_spec(spec)))
+    hparams = None if table is None else parallel.replicate(Hyperparams(**table), mesh)
+    for record in records:
+        record.open()
+    # The summary across runs follows training (a resumed run appends); --inference only logs to the console.
+    group_summary = (SeedsSummary(Path(cp.results_dir) / cp.run_id, members, clear_past_data=not cp.resume)
+                     if batched and lead and training else None)
 
     with timers.time("compile"):
         t0 = time.perf_counter()
         run = make_train_iterations(env, env_params, spec, inference=not training,
-                                    deterministic=trainer.network_settings.deterministic).lower(state, jnp.int32(1)).compile()
+                                    deterministic=trainer.network_settings.deterministic, mesh=mesh,
+                                    batched=batched).lower(state, jnp.int32(1), hparams).compile()
         compile_s = time.perf_counter() - t0
     timers.gauge("compile_seconds", compile_s)
     logger.info(f"Compiled the training step in {compile_s:.2f} s.")
 
-    def save(state: TrainState, at_step: int, reward: float | None) -> Path:
-        """A checkpoint and its ``<Behavior>-<step>.onnx``, as ML-Agents writes at every checkpoint."""
-        def onnx_file(stem: Path) -> list[Path]:
-            path = export_policy(state.agent, spec.network, stem.with_suffix(".onnx"))
-            logger.info(f"Exported {path}")
-            return [path]
-        return checkpoints.save(state, at_step, reward, checkpoint_metadata(behavior, spec, seed), extra_files=onnx_file)
+    def save_all(state: TrainState, step: int) -> None:
+        host = parallel.gather(state)  # every process takes part; process 0 writes
+        for index, record in enumerate(records):
+            record.save(_member(host, index, batched), step)
 
-    step = saved_step = first_step = int(state.step)
+    step = saved_step = first_step = _current_step(state)
     start, last_summary_time, last_summary_step = time.perf_counter(), time.perf_counter(), step
-    last_reward: float | None = None
     pending = None
     exit_code = 0
-    progress = Progress(trainer.max_steps)
+    progress = Progress(trainer.max_steps, enabled=None if lead else False)
     progress.start()
     try:
         with StopRequest() as stop, timers.time("train"):
@@ -212,48 +306,69 @@ def run_training(settings: RunSettings, argv: list[str]) -> int:
                 next_checkpoint = next_multiple(step, trainer.effective_checkpoint_interval)
                 target = min(next_summary, next_checkpoint, trainer.max_steps)
                 iterations = max(1, math.ceil((target - step) / spec.steps_per_iteration))
-                state, metrics = run(state, jnp.int32(iterations))
-                new_step = int(state.step)
+                state, metrics = run(state, jnp.int32(iterations), hparams)
+                new_step = _current_step(state)
                 pending = metrics if pending is None else pending.add(metrics)
-                if not bool(metrics.loss_is_finite):
-                    logger.error(f"Training stopped at step {new_step}: the loss or the network parameters became NaN/inf. "
-                                 f"The last good checkpoint is kept ({checkpoints.latest_path() or 'none was written'}).")
+                finite = np.asarray(jax.device_get(metrics.loss_is_finite)).reshape(-1)
+                if not finite.all():
+                    where = f" in {', '.join(members[i].name for i in np.flatnonzero(~finite))}" if batched else ""
+                    latest = records[0].checkpoints.latest_path() if records else None
+                    logger.error(f"Training stopped at step {new_step}{where}: the loss or the network parameters became "
+                                 f"NaN/inf. The last good checkpoint is kept ({latest or 'none was written'}).")
                     exit_code = 1
                     break
                 progress.update(new_step)
                 if new_step >= next_summary:
                     now = time.perf_counter()
                     label = (new_step // trainer.summary_freq) * trainer.summary_freq
-                    last_reward = write_summary(writer, behavior, label, pending, now - start,
-                                                (new_step - last_summary_step) / (now - last_summary_time), training) or last_reward
+                    rate = (new_step - last_summary_step) / (now - last_summary_time)
+                    host = jax.device_get(pending)
+                    for index, record in enumerate(records):
+                        record.last_reward = write_summary(record.writer, behavior, label, _member(host, index, batched),
+                                                           now - start, rate, training, console=not batched) or record.last_reward
+                    if batched:
+                        write_group_summary(group_summary, behavior, label, host, len(members), now - start, rate, training)
                     pending, last_summary_time, last_summary_step = None, now, new_step
                 if training and new_step >= next_checkpoint and new_step < trainer.max_steps:
-                    save(state, new_step, last_reward)
+                    save_all(state, new_step)
                     saved_step = new_step
                 step = new_step
     finally:
         progress.stop()
         if training and step > 0 and exit_code == 0:
-            final_ckpt = save(state, step, last_reward) if step != saved_step else checkpoints.latest_path()
-            final_onnx = paths.run_dir / f"{behavior}.onnx"
-            shutil.copyfile(paths.behavior_dir / f"{behavior}-{step}.onnx", final_onnx)
-            logger.info(f"Copied {paths.behavior_dir / f'{behavior}-{step}.onnx'} to {final_onnx}.")
-            status.set_final(behavior, step, str(final_onnx), last_reward, [str(final_ckpt)])
-            status.save(paths.status_path)
-        writer.close()
-        if training or not (paths.run_dir / "configuration.yaml").exists():
-            settings.dump_yaml(paths.run_dir / "configuration.yaml")
-        timers.gauge("steps_per_second", (step - first_step) / max(time.perf_counter() - start, 1e-9))
-        timers.save(paths.timers_path)
+            host = parallel.gather(state) if step != saved_step else None
+            for index, record in enumerate(records):
+                record.finish(None if host is None else _member(host, index, batched), step)
+        timers.gauge("steps_per_second", len(members) * (step - first_step) / max(time.perf_counter() - start, 1e-9))
+        for record in records:
+            record.close(training, timers)
+        if group_summary is not None:
+            logger.info(f"Wrote the summary across runs to {group_summary.close()}.")
     return exit_code
 
 
 def write_summary(writer: SummaryWriter, behavior: str, step: int, metrics, elapsed: float, sps: float,
-                  training: bool) -> float | None:
+                  training: bool, console: bool = True) -> float | None:
     scalars = summary_scalars(metrics, inference=not training)
     mean, std = reward_mean_std(metrics)
     writer.write(step, scalars, wall_time=elapsed, steps_per_second=sps)
     extra = {"Success Rate": scalars["Environment/Success Rate"]} if "Environment/Success Rate" in scalars else {}
     extra["Steps/s"] = sps
-    logger.info(console_line(behavior, step, elapsed, mean, std, training, extra))
+    if console:
+        logger.info(console_line(behavior, step, elapsed, mean, std, training, extra))
     return mean
+
+
+def write_group_summary(summary: SeedsSummary | None, behavior: str, step: int, metrics, runs: int, elapsed: float,
+                        sps: float, training: bool) -> None:
+    """Mean ± std across runs to ``summary/`` (if kept); one console line: the runs' mean reward, its spread across
+    runs, and the agent-steps/s of all runs together."""
+    scalars = [summary_scalars(jax.tree.map(lambda x: x[i], metrics), inference=not training) for i in range(runs)]
+    if summary is not None:
+        summary.add(step, scalars, elapsed, runs * sps)
+    rewards = [s["Environment/Cumulative Reward"] for s in scalars if "Environment/Cumulative Reward" in s]
+    successes = [s["Environment/Success Rate"] for s in scalars if "Environment/Success Rate" in s]
+    extra = {"Success Rate": float(np.mean(successes))} if successes else {}
+    extra["Steps/s"] = runs * sps
+    mean, std = (float(np.mean(rewards)), float(np.std(rewards))) if rewards else (None, None)
+    logger.info(console_line(f"{behavior} ({runs} runs)", step, elapsed, mean, std, training, extra))

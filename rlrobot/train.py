@@ -3,7 +3,8 @@
 One iteration collects ``num_envs × rollout_steps`` agent transitions (≥ ``buffer_size``) and updates on all of
 them, as ML-Agents does once its buffer is full. ``train_iterations`` runs a dynamic number of iterations in one
 compiled ``lax.while_loop`` and returns summed metrics, so the host wakes only to log and save, and a changing
-number of iterations per wake-up never recompiles.
+number of iterations per wake-up never recompiles. The same program runs split across devices (``mesh``, see
+``parallel``) and vmapped over independent runs (``num_runs``: seeds, and swept ``Hyperparams``).
 """
 from __future__ import annotations
 
@@ -18,8 +19,10 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
+from jax.sharding import Mesh
+
 from envs.api import Environment
-from rlrobot import ppo
+from rlrobot import parallel, ppo
 from rlrobot.config import TrainerSettings
 from rlrobot.networks import (AgentState, NetworkSpec, env_action, init_agent, policy_distribution, sample_action,
                               update_normalizers, value_estimate)
@@ -73,6 +76,24 @@ def make_train_spec(settings: TrainerSettings, obs_size: int, action_size: int, 
         learning_rate_schedule=hp.learning_rate_schedule, beta_schedule=hp.beta_schedule,
         epsilon_schedule=hp.epsilon_schedule,
     )
+
+
+@struct.dataclass
+class Hyperparams:
+    """The numbers a sweep varies. A run closes over Python floats (constants, as before); a sweep passes arrays,
+    traced, so one compile serves every value."""
+
+    learning_rate: Any
+    beta: Any
+    epsilon: Any
+    lambd: Any
+    gamma: Any
+
+    @classmethod
+    def from_spec(cls, spec: TrainSpec) -> "Hyperparams":
+        return cls(learning_rate=spec.learning_rate, beta=spec.beta, epsilon=spec.epsilon, lambd=spec.lambd,
+                   gamma=spec.gamma)
+
 
 
 @struct.dataclass
@@ -192,19 +213,26 @@ def _flatten(x: jnp.ndarray) -> jnp.ndarray:
     return x.reshape((-1,) + x.shape[2:])
 
 
-def make_batch(agent: AgentState, transitions: Transition, spec: TrainSpec) -> ppo.Batch:
+def make_batch(agent: AgentState, transitions: Transition, spec: TrainSpec,
+               hparams: Hyperparams | None = None) -> ppo.Batch:
     """Values with the freshly updated normaliser, GAE per robot, advantages standardised over the whole buffer."""
+    hp = Hyperparams.from_spec(spec) if hparams is None else hparams
     values = value_estimate(agent.params, agent.critic_norm, transitions.obs, spec.network)
     next_values = value_estimate(agent.params, agent.critic_norm, transitions.next_obs, spec.network)
     advantages, returns = ppo.compute_gae(transitions.reward, values, next_values, transitions.terminated,
-                                          transitions.truncated, spec.gamma, spec.lambd)
+                                          transitions.truncated, hp.gamma, hp.lambd)
     return ppo.Batch(obs=_flatten(transitions.obs), raw_action=_flatten(transitions.raw_action),
                      log_prob=_flatten(transitions.log_prob), value=_flatten(values),
                      advantage=ppo.normalize_advantages(_flatten(advantages)), returns=_flatten(returns))
 
 
-def update(agent: AgentState, opt_state, batch: ppo.Batch, schedule: ppo.Schedule, key, spec: TrainSpec):
-    """``num_epoch`` shuffled passes of ``size // batch_size`` minibatches (remainder dropped), one Adam step each."""
+def update(agent: AgentState, opt_state, batch: ppo.Batch, schedule: ppo.Schedule, key, spec: TrainSpec,
+           mesh: Mesh | None = None):
+    """``num_epoch`` shuffled passes of ``size // batch_size`` minibatches (remainder dropped), one Adam step each.
+
+    With a ``mesh`` each minibatch is split across the devices; the loss is a global mean, so its gradient is the
+    average of the devices' gradients, all-reduced by the partitioner.
+    """
     optimizer = make_optimizer()
     opt_state.hyperparams["learning_rate"] = schedule.learning_rate
     loss_grad = jax.value_and_grad(partial(ppo.ppo_loss, spec=spec.network), has_aux=True)
@@ -221,7 +249,7 @@ def update(agent: AgentState, opt_state, batch: ppo.Batch, schedule: ppo.Schedul
 
     def epoch(carry, epoch_key):
         order = jax.random.permutation(epoch_key, size)[:used].reshape(spec.num_minibatches, spec.batch_size)
-        minibatches = jax.tree.map(lambda x: x[order], batch)
+        minibatches = parallel.constrain(jax.tree.map(lambda x: x[order], batch), mesh, axis=1)
         return jax.lax.scan(minibatch_step, carry, minibatches)
 
     (params, opt_state), metrics = jax.lax.scan(epoch, (agent.params, opt_state), jax.random.split(key, spec.num_epoch))
@@ -232,15 +260,17 @@ def _all_finite(tree) -> jnp.ndarray:
     return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
 
 
-def iteration(env: Environment, env_params, spec: TrainSpec, state: TrainState) -> tuple[TrainState, Metrics]:
+def iteration(env: Environment, env_params, spec: TrainSpec, state: TrainState, hparams: Hyperparams | None = None,
+              mesh: Mesh | None = None) -> tuple[TrainState, Metrics]:
     """One PPO iteration: collect, update normalisers, GAE, update. Pure; jit it (``train_iterations`` does)."""
+    hp = Hyperparams.from_spec(spec) if hparams is None else hparams
     key, key_collect, key_update = jax.random.split(state.key, 3)
-    schedule = ppo.schedule_at(state.step, spec.max_steps, spec.learning_rate, spec.beta, spec.epsilon,
+    schedule = ppo.schedule_at(state.step, spec.max_steps, hp.learning_rate, hp.beta, hp.epsilon,
                                spec.learning_rate_schedule, spec.beta_schedule, spec.epsilon_schedule)
     state, transitions, episodes = collect(env, env_params, spec, state.replace(key=key), key_collect)
     agent = update_normalizers(state.agent, _flatten(transitions.obs)) if spec.network.normalize else state.agent
-    batch = make_batch(agent, transitions, spec)
-    agent, opt_state, losses = update(agent, state.opt_state, batch, schedule, key_update, spec)
+    batch = make_batch(agent, transitions, spec, hp)
+    agent, opt_state, losses = update(agent, state.opt_state, batch, schedule, key_update, spec, mesh)
     metrics = episodes.replace(
         iterations=jnp.float32(1.0), value_estimate=jnp.mean(batch.value),
         policy_loss=jnp.mean(losses["policy_loss"]), value_loss=jnp.mean(losses["value_loss"]),
@@ -251,37 +281,45 @@ def iteration(env: Environment, env_params, spec: TrainSpec, state: TrainState) 
 
 
 def inference_iteration(env: Environment, env_params, spec: TrainSpec, state: TrainState,
+                        hparams: Hyperparams | None = None, mesh: Mesh | None = None,
                         deterministic: bool = False) -> tuple[TrainState, Metrics]:
-    """``--inference``: act (sampled, or the mean with ``--deterministic``) and report episodes, without learning."""
+    """``--inference``: act (sampled, or the mean with ``--deterministic``) and report episodes, without learning.
+
+    Takes ``iteration``'s arguments so one loop drives both; acting needs no hyperparameters, and the robots' sharding
+    follows the state's.
+    """
     key, key_collect = jax.random.split(state.key)
     state, _, episodes = collect(env, env_params, spec, state.replace(key=key), key_collect, explore=not deterministic)
     return state, episodes.replace(iterations=jnp.float32(1.0))
 
 
 def make_train_iterations(env: Environment, env_params, spec: TrainSpec, inference: bool = False,
-                          deterministic: bool = False):
-    """A compiled ``(state, n) -> (state, summed Metrics)`` running ``n`` iterations on the device.
+                          deterministic: bool = False, *, mesh: Mesh | None = None, batched: bool = False):
+    """A compiled ``(state, n[, hparams]) -> (state, summed Metrics)`` running ``n`` iterations on the device.
 
     It stops early (with the state before the offending update) if a loss or a parameter becomes NaN/inf.
+    ``mesh`` splits the robots across its devices (pass a state placed with ``parallel.place``); ``batched``
+    vmaps independent runs: every leaf of the state (and of ``hparams``, if given) has a leading run axis.
     """
     body_fn = partial(inference_iteration, deterministic=deterministic) if inference else iteration
 
-    def run(state: TrainState, num_iterations: jnp.ndarray) -> tuple[TrainState, Metrics]:
+    def run(state: TrainState, num_iterations: jnp.ndarray,
+            hparams: Hyperparams | None = None) -> tuple[TrainState, Metrics]:
         def cond(carry):
             _, metrics, i = carry
             return (i < num_iterations) & metrics.loss_is_finite
 
         def body(carry):
             state, metrics, i = carry
-            new_state, new_metrics = body_fn(env, env_params, spec, state)
+            new_state, new_metrics = body_fn(env, env_params, spec, state, hparams, mesh)
             total = metrics.add(new_metrics)
             keep = jax.tree.map(lambda new, old: jnp.where(new_metrics.loss_is_finite, new, old), new_state, state)
-            return keep, total, i + 1
+            return parallel.constrain_state(keep, mesh), total, i + 1
 
         state, metrics, _ = jax.lax.while_loop(cond, body, (state, Metrics.zeros(), jnp.int32(0)))
         return state, metrics
 
-    return jax.jit(run)
+    return jax.jit(jax.vmap(run, in_axes=(0, None, 0)) if batched else run)
 
 
 def summary_scalars(metrics: Metrics, inference: bool = False) -> dict[str, float]:
