@@ -1,4 +1,4 @@
-"""``rlrobot-learn``: mlagents-learn's command line, training the built-in JAX robot.
+"""``rlrobot-learn``: mlagents-learn's command line, training the built-in JAX robot (or a Unity build with --env).
 
 Flags keep ML-Agents' names and meanings; only the flags a user actually types override the YAML.
 Errors in the config or the run folder print one ``[ERROR]`` line and exit with code 2.
@@ -35,27 +35,63 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-graphics", dest="no_graphics", action="store_true", help="Unity: run without rendering")
     parser.add_argument("--timeout-wait", dest="timeout_wait", type=int, help="Unity: seconds to wait for the player")
     parser.add_argument("--debug", action="store_true", help="verbose logging")
+    parser.add_argument("--env-args", dest="env_args", nargs=argparse.REMAINDER,
+                        help="Unity: arguments passed on to the player (must come last)")
+    scale = parser.add_argument_group("scale out (JAX robot)")
+    scale.add_argument("--devices", type=int, help="split the robots across this many devices (default: all)")
+    scale.add_argument("--seeds", type=int, help="train this many seeds (seed, seed+1, ...) in one compiled program")
+    scale.add_argument("--sweep", metavar="FILE", help="YAML of hyperparameter lists, e.g. {learning_rate: [3e-4, 1e-3]}")
+    scale.add_argument("--coordinator-address", dest="coordinator_address", metavar="HOST:PORT",
+                       help="multi-host: process 0's address (with --num-processes and --process-id)")
+    scale.add_argument("--num-processes", dest="num_processes", type=int, help="multi-host: processes in the job")
+    scale.add_argument("--process-id", dest="process_id", type=int, help="multi-host: this process's index")
     return parser
+
+
+SCALE_FLAGS = ("devices", "seeds", "sweep", "coordinator_address", "num_processes", "process_id")
+
+
+def _scale_options(scale: dict) -> dict:
+    """``run_training``'s keyword options from the scale-out flags (a one-line ConfigError on a bad value)."""
+    from rlrobot.seeds import load_sweep
+
+    seeds = scale.get("seeds", 1)
+    if seeds < 1:
+        raise ConfigError(f"--seeds {seeds}: must be a positive integer.")
+    sweep = load_sweep(scale["sweep"]) if "sweep" in scale else None
+    return {"devices": scale.get("devices"), "seeds": seeds, "sweep": sweep}
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = vars(build_parser().parse_args(argv))
     config_path = args.pop("trainer_config_path")
+    scale = {name: args.pop(name) for name in SCALE_FLAGS if name in args}
     setup_logging(bool(args.get("debug", False)))
     try:
         settings = load_run_settings(config_path, args)
+        options = _scale_options(scale)
     except ConfigError as error:
         logger.error(str(error))
         return 2
-    if settings.env_settings.env_path is not None:
-        logger.error(f"--env {settings.env_settings.env_path}: training on a Unity build is not available in this "
-                     f"version; train the built-in JAX robot by leaving --env out.")
+    if settings.env_settings.env_path is not None and scale:
+        logger.error(f"--{next(iter(scale)).replace('_', '-')}: scaling out applies to the JAX robot; with --env, "
+                     f"use --num-envs to run several Unity players.")
+        return 2
+    from rlrobot.distributed import DistributedSettings, initialize
+
+    try:
+        initialize(DistributedSettings(**{k: scale.get(k) for k in ("coordinator_address", "num_processes", "process_id")}))
+    except ValueError as error:
+        logger.error(str(error))
         return 2
     from rlrobot.runner import RunError, run_training  # jax loads only once the arguments are good
 
     try:
-        return run_training(settings, ["rlrobot-learn", *argv])
+        if settings.env_settings.env_path is not None:
+            from rlrobot.unity_runner import run_unity_training  # mlagents-envs loads only for a Unity build
+            return run_unity_training(settings, ["rlrobot-learn", *argv])
+        return run_training(settings, ["rlrobot-learn", *argv], **options)
     except RunError as error:
         logger.error(str(error))
         return 2

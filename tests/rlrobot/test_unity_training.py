@@ -37,9 +37,9 @@ def config(tmp_path: Path, max_steps: int = 3072, threaded: bool = False, env_ar
     return str(path)
 
 
-def learn(tmp_path: Path, build: Path, *args: str) -> int:
+def learn(tmp_path: Path, build: Path, *args: str, env_args: tuple[str, ...] = ()) -> int:
     return learn_main([*args, "--env", str(build), "--base-port", str(free_base_port()),
-                       "--results-dir", str(tmp_path / "results")])
+                       "--results-dir", str(tmp_path / "results"), *(("--env-args", *env_args) if env_args else ())])
 
 
 @pytest.mark.parametrize("threaded", [False, True])
@@ -62,8 +62,10 @@ def test_training_on_a_build_writes_the_usual_results(tmp_path, standin_build, c
 
 def test_resume_on_a_build_continues_from_the_checkpoint(tmp_path, standin_build, capsys):
     assert learn(tmp_path, standin_build, config(tmp_path, max_steps=1024), "--run-id=u") == 0
-    assert learn(tmp_path, standin_build, config(tmp_path, max_steps=2048), "--run-id=u", "--resume") == 0
-    assert "Step: 2048" in capsys.readouterr().out
+    assert learn(tmp_path, standin_build, config(tmp_path, max_steps=2048), "--run-id=u", "--resume",
+                 env_args=("--agents", "8")) == 0
+    out = capsys.readouterr().out
+    assert "Step: 2048" in out and "8 agents x 64 decisions" in out
     assert read_metadata(tmp_path / "results" / "u" / "MobileRobot" / "checkpoint.ckpt")[0] == 2048
 
 
@@ -82,6 +84,8 @@ def test_missing_build_and_busy_port_are_one_line_errors(tmp_path, standin_build
     assert learn(tmp_path, tmp_path / "nowhere" / "Robot.x86_64", config(tmp_path), "--run-id=u") == 2
     assert "Robot" in capsys.readouterr().out
     assert not (tmp_path / "results" / "u").exists()   # nothing was created for a run that never started
+    assert learn(tmp_path, standin_build, config(tmp_path), "--run-id=u", "--seeds", "2") == 2
+    assert "--seeds: scaling out applies to the JAX robot" in capsys.readouterr().out
 
 
 def test_validate_puts_the_jax_sim_and_the_build_side_by_side(tmp_path, standin_build, capsys):
