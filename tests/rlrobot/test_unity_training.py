@@ -106,6 +106,15 @@ def test_validate_puts_the_jax_sim_and_the_build_side_by_side(tmp_path, standin_
     for key in ("success_rate", "mean_return", "mean_length"):
         (a_lo, a_hi), (b_lo, b_hi) = jax_sim[f"{key}_ci95"], unity[f"{key}_ci95"]
         assert a_lo <= b_hi and b_lo <= a_hi, (key, jax_sim[key], unity[key])   # 95% intervals overlap
+    # The checkpoint itself is a policy too, and its mean action is its exported ONNX's.
+    tables = {}
+    for policy in ("MobileRobot.onnx", "MobileRobot/checkpoint.ckpt"):
+        tables[policy] = tmp_path / f"{policy.replace('/', '_')}.json"
+        assert validate_main([str(tmp_path / "results" / "j" / policy), "--episodes", "64", "--deterministic",
+                              "--json", str(tables[policy])]) == 0
+    onnx_run, ckpt_run = (json.loads(t.read_text())["columns"]["JAX sim"] for t in tables.values())
+    for key in ("success_rate", "mean_return", "mean_length"):
+        assert ckpt_run[key] == pytest.approx(onnx_run[key], rel=1e-4, abs=1e-4)
 
 
 def test_validate_refuses_a_policy_whose_sizes_differ_from_the_build(tmp_path, standin_build, shared_data, capsys):
