@@ -51,7 +51,7 @@ def unity_environment_parameters(parameters: dict | None) -> dict[str, float]:
     """ML-Agents' ``environment_parameters`` as the floats the EnvironmentParameters side channel sends."""
     values: dict[str, float] = {}
     for name, value in (parameters or {}).items():
-        if isinstance(value, dict) or isinstance(value, (str, list)):
+        if not isinstance(value, (int, float)):
             raise RunError(f"environment_parameters.{name}: only constant numbers are sent to a Unity build, "
                            f"not samplers or curricula")
         values[name] = float(value)
