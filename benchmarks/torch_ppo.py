@@ -9,14 +9,21 @@ single-agent assumptions:
 * a robot that hit the time limit (truncated) bootstraps from ``V(final_obs)``, the observation before its reset,
   and only a terminated robot gets ``V = 0``; the GAE recursion is cut for either;
 * log-probs are summed over action dimensions (one ratio per transition), rewards and losses are never summed across
-  robots; minibatches are a shuffled permutation (not sampled with replacement), as in rlrobot.
+  robots; minibatches are a shuffled permutation (not sampled with replacement), as in rlrobot; the entropy is
+  averaged over action dimensions, as in the exemplar and ML-Agents.
 
 To measure the same work as one rlrobot iteration (``benchmarks.train_throughput``), the networks have rlrobot's shape
 (``num_layers x (Linear(hidden) + SiLU)`` per network, a linear ``mu`` head, a linear value head), advantages are
 standardised over the buffer, and each iteration is a rollout of ``num_envs x rollout_steps`` transitions, GAE, and
 ``epochs x (steps // minibatch)`` Adam steps. Observation normalisation is left out (cheap either way).
 
-    python -m benchmarks.torch_ppo --compare
+``--solve`` trains on one config for time to solve (``time_to_solve``, also run by ``benchmarks.time_to_solve
+--baselines torch``): the config's hyperparameters with ML-Agents' schedules (learning rate, beta and clip decayed
+over ``max_steps``), until ``max_steps`` or a wall-clock budget, a success/reward summary per iteration, and the final
+policy judged by the first-episode validation in the NumPy port.
+
+    python -m benchmarks.torch_ppo --compare                      # training agent-steps/s, both configs
+    python -m benchmarks.torch_ppo --solve [--budget 600] [--seed 0]
 """
 from __future__ import annotations
 
@@ -30,6 +37,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from benchmarks.time_to_solve import EpisodeLog, first_episodes_numpy, is_solved
 from envs.numpy_robot import NumpyMobileRobot
 
 DEFAULT_CONFIGS = ["configs/MobileRobot-fast.yaml", "configs/MobileRobot.yaml"]
@@ -78,11 +86,16 @@ def compute_gae(rewards, values, next_values, terminated, truncated, gamma: floa
 
 
 class TorchPPO:
-    """The PPO-AC loop on ``NumpyMobileRobot``; ``iteration()`` does one rollout + GAE + update."""
+    """The PPO-AC loop on ``NumpyMobileRobot``; ``iteration()`` does one rollout + GAE + update.
+
+    With ``max_steps`` the learning rate, ``beta`` and ``clip`` follow ML-Agents' ``schedules`` (learning rate, beta,
+    epsilon; "linear" decays to the floors at ``max_steps``); without, they stay constant. ``log`` counts episodes.
+    """
 
     def __init__(self, num_envs: int, rollout_steps: int, hidden_units: int, num_layers: int, minibatch: int,
                  epochs: int, learning_rate: float = 3e-4, gamma: float = 0.99, lambd: float = 0.95,
-                 clip: float = 0.2, beta: float = 0.005, seed: int = 0):
+                 clip: float = 0.2, beta: float = 0.005, seed: int = 0, max_steps: int | None = None,
+                 schedules: tuple[str, str, str] = ("linear", "linear", "linear")):
         torch.manual_seed(seed)
         self.env = NumpyMobileRobot(num_envs, seed=seed)
         self.num_envs, self.rollout_steps = num_envs, rollout_steps
@@ -90,6 +103,9 @@ class TorchPPO:
         self.minibatch = min(minibatch, self.steps_per_iteration)
         self.num_minibatches = max(1, self.steps_per_iteration // self.minibatch)
         self.epochs, self.gamma, self.lambd, self.clip, self.beta = epochs, gamma, lambd, clip, beta
+        self.initial = (learning_rate, beta, clip)
+        self.max_steps, self.schedules, self.steps = max_steps, schedules, 0
+        self.log = EpisodeLog(num_envs)
         self.model = ActorCritic(NumpyMobileRobot.observation_size, NumpyMobileRobot.action_size, hidden_units,
                                  num_layers)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=learning_rate)
@@ -115,6 +131,8 @@ class TorchPPO:
             terminated[t] = torch.from_numpy(np.asarray(term, np.float32))
             truncated[t] = torch.from_numpy(np.asarray(trunc, np.float32))
             self.obs = torch.from_numpy(new_obs)
+            self.log.record(reward, term, trunc)
+        self.steps += self.steps_per_iteration
         values = self.model.value(obs)
         next_values = self.model.value(next_obs)
         advantages, returns = compute_gae(rewards, values, next_values, terminated, truncated, self.gamma, self.lambd)
@@ -133,7 +151,7 @@ class TorchPPO:
                 adv = advantages[idx]
                 actor_loss = -torch.min(ratio * adv, ratio.clamp(1 - self.clip, 1 + self.clip) * adv).mean()
                 critic_loss = (returns[idx] - self.model.value(obs[idx])).pow(2).mean()
-                entropy = dist.entropy().sum(-1).mean()
+                entropy = dist.entropy().mean()
                 loss = 0.5 * critic_loss + actor_loss - self.beta * entropy
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -141,7 +159,18 @@ class TorchPPO:
                 losses.append(loss.item())
         return losses
 
+    def follow_schedules(self) -> None:
+        """Set learning rate, beta and clip for the next update as ML-Agents would at ``self.steps``."""
+        from rlrobot.ppo import schedule_at
+
+        s = schedule_at(self.steps, self.max_steps, *self.initial, *self.schedules)
+        for group in self.optimizer.param_groups:
+            group["lr"] = float(s.learning_rate)
+        self.beta, self.clip = float(s.beta), float(s.epsilon)
+
     def iteration(self) -> list[float]:
+        if self.max_steps:
+            self.follow_schedules()
         self.last_losses = self.update(*self.rollout())
         return self.last_losses
 
@@ -186,7 +215,36 @@ def config_shape(config: str) -> dict:
     return {"num_envs": n, "rollout_steps": rollout_steps, "hidden_units": net.hidden_units,
             "num_layers": net.num_layers, "minibatch": min(hp.batch_size, n * rollout_steps), "epochs": hp.num_epoch,
             "learning_rate": hp.learning_rate, "beta": hp.beta, "clip": hp.epsilon, "lambd": hp.lambd,
-            "gamma": trainer.gamma}
+            "gamma": trainer.gamma, "max_steps": trainer.max_steps,
+            "schedules": (hp.learning_rate_schedule, hp.beta_schedule, hp.epsilon_schedule)}
+
+
+def time_to_solve(config: str, seed: int, budget_s: float, max_steps: int | None = None,
+                  threads: int | None = None) -> dict:
+    """Train until ``max_steps`` (default the config's) or ``budget_s`` wall-clock seconds, then validate the policy."""
+    torch.set_num_threads(threads or os.cpu_count())
+    start = time.perf_counter()
+    shape = config_shape(config)
+    max_steps = max_steps or shape["max_steps"]
+    hyper = {k: shape[k] for k in ("learning_rate", "beta", "clip", "lambd", "gamma", "schedules")}
+    ppo = TorchPPO(shape["num_envs"], shape["rollout_steps"], shape["hidden_units"], shape["num_layers"],
+                   shape["minibatch"], shape["epochs"], seed=seed, max_steps=max_steps, **hyper)
+    out_of_time = False
+    while ppo.steps < max_steps and not out_of_time:
+        ppo.iteration()
+        seconds = time.perf_counter() - start
+        ppo.log.summary(ppo.steps, seconds)
+        out_of_time = seconds >= budget_s
+    train_s = time.perf_counter() - start
+
+    @torch.no_grad()
+    def act(obs: np.ndarray) -> np.ndarray:
+        return ppo.model.dist(torch.from_numpy(obs)).sample().numpy()
+
+    final = first_episodes_numpy(act)
+    return {"method": "PyTorch PPO-AC", "seed": seed, "config": config, "train_seconds": train_s, "steps": ppo.steps,
+            "budget_s": budget_s, "out_of_time": out_of_time, "curve": ppo.log.curve, "final": final,
+            "solved": is_solved(final) and train_s <= budget_s}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -195,7 +253,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--iterations", type=int, default=3)
     parser.add_argument("--threads", type=int)
     parser.add_argument("--compare", action="store_true", help="also time rlrobot (benchmarks.train_throughput)")
+    parser.add_argument("--solve", action="store_true", help="time to solve the first config instead of throughput")
+    parser.add_argument("--budget", type=float, default=600.0, help="--solve: wall-clock seconds to train at most")
+    parser.add_argument("--seed", type=int, default=0, help="--solve: seed")
     args = parser.parse_args(argv)
+    if args.solve:
+        from benchmarks.time_to_solve import methods_table, with_load
+
+        result = with_load(lambda: time_to_solve(args.configs[0], args.seed, args.budget, threads=args.threads))
+        print("\n".join(methods_table([result], args.budget)))
+        return
     rows = []
     for config in args.configs:
         shape = config_shape(config)
