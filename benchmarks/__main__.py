@@ -8,8 +8,9 @@ For each number of parallel robots it measures three columns, as Isaac Lab repor
 * **training** — whole PPO iterations of the fast config with ``--num-envs`` = that robot count
   (``benchmarks.train_throughput``; counts with ``buffer_size // robots < 1`` are skipped);
 
-plus the NumPy port of the env (``benchmarks.numpy_throughput``) as the baseline column and, when torch imports, the
-course's PyTorch PPO-AC loop on the fast config (full mode). It also times the device's float32 matmul rate and
+plus the NumPy port of the env (``benchmarks.numpy_throughput``) as the baseline column and, in full mode, two training
+baselines on the fast config: the course's PyTorch PPO-AC loop (``benchmarks.torch_ppo``, when torch imports) and
+Stable-Baselines3 PPO (``benchmarks.sb3_ppo``; skipped with a note when stable-baselines3 is not installed). It also times the device's float32 matmul rate and
 reports the training throughput against the ceiling that rate sets on the networks' FLOPs (fast config; the course
 config ``configs/MobileRobot.yaml`` too in full mode). Compile times are separate columns; every file is stamped with
 ``machine_info()``.
@@ -40,13 +41,13 @@ MODES = {
         "counts": [1, 64, 512], "env_steps": 20_000, "env_steps_per_robot": 2_000, "inference_steps": 20_000,
         "repeats": 1, "train_counts": [64, 512], "train_iterations": 1, "train_repeats": 1,
         "numpy_max_robots": 512, "numpy_steps": 20_000, "numpy_max_steps": 200, "numpy_repeats": 1,
-        "matmul_iterations": 20, "course": False, "torch": False,
+        "matmul_iterations": 20, "course": False, "torch": False, "sb3": False,
     },
     "full": {
         "counts": [1, 16, 256, 1024, 4096, 16384, 65536], "env_steps": 2_000_000, "env_steps_per_robot": 50_000,
         "inference_steps": 1_000_000, "repeats": 3, "train_counts": None, "train_iterations": 2, "train_repeats": 1,
         "numpy_max_robots": None, "numpy_steps": 500_000, "numpy_max_steps": 1000, "numpy_repeats": 1,
-        "matmul_iterations": 200, "course": True, "torch": True,
+        "matmul_iterations": 200, "course": True, "torch": True, "sb3": True,
     },
 }
 ACCELERATOR_COUNTS = [262144, 1048576]
@@ -114,7 +115,8 @@ def run(mode: str) -> dict:
     fast_flops = flops_per_agent_step(FAST_CONFIG, env.observation_size, env.action_size)
     result = {"machine": machine_info(), "mode": mode, "env": "MobileRobot", "config": FAST_CONFIG,
               "network": fast_flops["network"], "robot_counts": counts,
-              "columns": {"env": [], "inference": [], "train": [], "numpy": []}, "skipped": [], "torch": None}
+              "columns": {"env": [], "inference": [], "train": [], "numpy": []}, "skipped": [], "torch": None,
+              "sb3": None}
     cols = result["columns"]
 
     log(f"matmul rate ({m['matmul_iterations']} iterations)")
@@ -166,7 +168,7 @@ def run(mode: str) -> dict:
         try:
             import torch  # noqa: F401
         except ImportError:
-            result["torch"] = None
+            result["torch"] = {"skipped": "torch is not installed (pip install -e '.[bench]')"}
         else:
             from benchmarks.torch_ppo import config_shape, train_steps_per_second
 
@@ -179,7 +181,24 @@ def run(mode: str) -> dict:
             t["torch"] = torch.__version__
             result["torch"] = t
             result["torch"]["rlrobot_agent_steps_per_second"] = fast_row["agent_steps_per_second"]
+    if m["sb3"]:
+        result["sb3"] = sb3_column(fast_row)
     return result
+
+
+def sb3_column(fast_row: dict) -> dict:
+    """SB3 PPO's training agent-steps/s on the fast config beside rlrobot's, or why it was skipped."""
+    try:
+        import gymnasium
+        import stable_baselines3
+    except ImportError as error:
+        return {"skipped": f"{error.name} is not installed (pip install -e '.[bench]')"}
+    from benchmarks.sb3_ppo import train_steps_per_second
+
+    log("SB3 PPO, fast config")
+    row = train_steps_per_second(FAST_CONFIG, iterations=3)
+    return {**row, "sb3": stable_baselines3.__version__, "gymnasium": gymnasium.__version__,
+            "rlrobot_agent_steps_per_second": fast_row["agent_steps_per_second"]}
 
 
 def main(argv: list[str] | None = None) -> int:

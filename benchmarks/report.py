@@ -71,15 +71,29 @@ def markdown(result: dict) -> str:
         lines.append(f"| `{c['config']}` | {c['network']} | {c['num_envs']:,} | {_si(c['flops_per_agent_step'])} | "
                      f"{c['ceiling_agent_steps_per_second']:,.0f} | {c['achieved_agent_steps_per_second']:,.0f} | "
                      f"{c['fraction']:.1%} | {c['compile_s']:.1f} |")
-    t = result.get("torch")
-    if t:
-        ratio = t["rlrobot_agent_steps_per_second"] / t["agent_steps_per_second"]
-        lines += ["", "## PyTorch PPO-AC baseline", "",
-                  f"`{t['config']}` ({t['network']}, {t['num_envs']} robots × {t['rollout_steps']} steps, "
-                  f"torch {t['torch']}, {t['threads']} threads): {t['agent_steps_per_second']:,.0f} agent-steps/s; "
-                  f"rlrobot {t['rlrobot_agent_steps_per_second']:,.0f} agent-steps/s → rlrobot / PyTorch = {ratio:.1f}×."]
+    lines += baseline_lines(result.get("torch"), result.get("sb3"))
     lines += ["", f"Whole benchmark run: {result.get('wall_s', 0.0):.0f} s."]
     return "\n".join(lines) + "\n"
+
+
+def baseline_lines(torch_row: dict | None, sb3_row: dict | None) -> list[str]:
+    """The training baselines on the fast config, as rlrobot / baseline ratios (nothing when neither ran)."""
+    named = [(name, r) for name, r in (("PyTorch PPO-AC", torch_row), ("SB3 PPO", sb3_row)) if r]
+    if not named:
+        return []
+    rows = [(name, r) for name, r in named if "skipped" not in r]
+    lines = ["", "## Training baselines (fast config)", ""]
+    if rows:
+        lines += ["| baseline | config | network | robots × steps | versions | threads | agent-steps/s | rlrobot | "
+                  "rlrobot / baseline |", "|---|---|---|---:|---|---:|---:|---:|---:|"]
+    for name, r in rows:
+        versions = f"torch {r['torch']}" if "torch" in r else f"SB3 {r['sb3']}, gymnasium {r['gymnasium']}"
+        ratio = r["rlrobot_agent_steps_per_second"] / r["agent_steps_per_second"]
+        lines.append(f"| {name} | `{r['config']}` | {r['network']} | {r['num_envs']} × {r['rollout_steps']} | "
+                     f"{versions} | {r['threads']} | {r['agent_steps_per_second']:,.0f} | "
+                     f"{r['rlrobot_agent_steps_per_second']:,.0f} | {ratio:.1f}× |")
+    notes = [f"{name} not measured: {r['skipped']}." for name, r in named if "skipped" in r]
+    return lines + ([""] if rows and notes else []) + notes
 
 
 def plot_throughput(result: dict, path: str) -> None:

@@ -1,24 +1,106 @@
-"""Time to solve MobileRobot with rlrobot: success rate and mean reward against wall-clock seconds, per seed.
+"""Time to solve MobileRobot: rlrobot per seed, and optionally the PyTorch PPO-AC loop and SB3 PPO, on one plot.
 
-Each seed runs ``rlrobot-learn`` on the config in a scratch results folder; the curve comes from its
-``metrics.jsonl`` (x = compile time + training wall time at each summary), and the final policy is then judged
-with ``rlrobot-validate``'s first-episode evaluation (solved = ≥ 99% success and mean return ≥ 7.8). The Unity +
-ML-Agents reference from the exemplar (680k agent-steps in 715 s) is drawn as a line.
+rlrobot: each seed runs ``rlrobot-learn`` on the config in a scratch results folder; the curve comes from its
+``metrics.jsonl`` (x = compile time + training wall time at each summary), and the final policy is judged with
+``rlrobot-validate``'s first-episode evaluation in the JAX scene. Baselines (``--baselines torch sb3``): each trains
+on the NumPy port with the same config until its ``max_steps`` or ``--budget`` wall-clock seconds, whichever comes
+first, logging a summary per update (x = seconds since it started building its model), and its final policy plays
+the same first-episode evaluation in the NumPy port (``first_episodes_numpy``). Either way: one episode for each of
+1000 robots, robot i in arena i mod 8, sampled actions; solved = ≥ 99% success and mean return ≥ 7.8, within the
+budget. A run that does not get there is reported as not solved in that many seconds, never extrapolated. The
+Unity + ML-Agents reference from the exemplar (680k agent-steps in 715 s) is drawn as a line. The load average is
+recorded before and after each run (other processes share the cores).
 
-    python -m benchmarks.time_to_solve [--config configs/MobileRobot-fast.yaml] [--seeds 0 1 2] [--out DIR]
+    python -m benchmarks.time_to_solve [--config C] [--seeds 0 1 2] [--baselines torch sb3 --budget 600] [--out DIR]
 """
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable
+
+import numpy as np
 
 from benchmarks.machine import machine_info
 
 UNITY_SECONDS = 715.0
 SOLVED_SUCCESS, SOLVED_RETURN = 0.99, 7.8
+VALIDATION_EPISODES, VALIDATION_MAX_STEPS = 1000, 1000
+COLORS = {"rlrobot": "tab:blue", "PyTorch PPO-AC": "tab:orange", "SB3 PPO": "tab:green"}
+
+
+def is_solved(final: dict) -> bool:
+    return final["success_rate"] >= SOLVED_SUCCESS and final["mean_return"] >= SOLVED_RETURN
+
+
+class EpisodeLog:
+    """The training curve as rlrobot's summaries count it: episodes that ended since the last summary."""
+
+    def __init__(self, num_envs: int):
+        self.returns = np.zeros(num_envs, np.float64)
+        self.curve: list[dict] = []
+        self.episodes = self.successes = 0
+        self.return_sum = 0.0
+
+    def record(self, reward: np.ndarray, terminated: np.ndarray, truncated: np.ndarray) -> None:
+        """One step of every robot (``terminated``: reached the goal; ``truncated``: time limit)."""
+        self.returns += reward
+        done = np.asarray(terminated) | np.asarray(truncated)
+        self.episodes += int(np.count_nonzero(done))
+        self.successes += int(np.count_nonzero(terminated))
+        self.return_sum += float(self.returns[done].sum())
+        self.returns[done] = 0.0
+
+    def summary(self, step: int, seconds: float) -> dict:
+        n = self.episodes
+        point = {"step": int(step), "seconds": seconds, "success_rate": self.successes / n if n else None,
+                 "mean_reward": self.return_sum / n if n else None}
+        self.curve.append(point)
+        self.episodes = self.successes = 0
+        self.return_sum = 0.0
+        return point
+
+
+def first_episodes_numpy(act: Callable[[np.ndarray], np.ndarray], episodes: int = VALIDATION_EPISODES,
+                         max_steps: int = VALIDATION_MAX_STEPS, seed: int = 0) -> dict:
+    """``rlrobot-validate``'s evaluation in the NumPy port: each robot's first episode under ``act(obs) -> actions``."""
+    from envs.numpy_robot import NumpyMobileRobot
+    from rlrobot.validate import episode_summary
+
+    env = NumpyMobileRobot(episodes, seed=seed)
+    obs = env.reset()
+    success, finished = np.zeros(episodes, bool), np.zeros(episodes, bool)
+    returns, lengths = np.zeros(episodes), np.zeros(episodes)
+    for _ in range(max_steps):
+        active = ~finished
+        obs, reward, terminated, truncated, _ = env.step(act(obs))
+        returns += np.where(active, reward, 0.0)
+        lengths += active
+        success |= active & terminated
+        finished |= active & (terminated | truncated)
+        if finished.all():
+            break
+    summary = episode_summary(success[finished], returns[finished], lengths[finished])
+    summary["unfinished"] = int((~finished).sum())
+    return summary
+
+
+def solved_from(curve: list[dict]) -> dict | None:
+    """The first summary from which every summary shows ≥ 99% success and mean reward ≥ 7.8, if any.
+
+    Not simply the first such summary: the first summaries only count the episodes that ended quickly, which are
+    the lucky successes (a random policy's first summary scores 100%).
+    """
+    start = None
+    for p in curve:
+        ok = p["success_rate"] is not None and p["success_rate"] >= SOLVED_SUCCESS and p["mean_reward"] >= SOLVED_RETURN
+        start = (start or p) if ok else None
+    return start
 
 
 def run_seed(config: str, seed: int, scratch: Path) -> dict:
@@ -38,11 +120,29 @@ def run_seed(config: str, seed: int, scratch: Path) -> dict:
     curve = [{"step": m["step"], "seconds": compile_s + m["wall_time"],
               "success_rate": m.get("Environment/Success Rate"), "mean_reward": m.get("Environment/Cumulative Reward")}
              for m in lines]
-    _, final = validate_in_jax(run / f"{behavior.name}.onnx", None, episodes=1000, deterministic=False, seed=0,
-                               max_steps=1000)
-    solved = final["success_rate"] >= SOLVED_SUCCESS and final["mean_return"] >= SOLVED_RETURN
-    return {"seed": seed, "command_seconds": total_s, "compile_seconds": compile_s, "curve": curve,
-            "final": final, "solved": solved}
+    _, final = validate_in_jax(run / f"{behavior.name}.onnx", None, episodes=VALIDATION_EPISODES, deterministic=False,
+                               seed=0, max_steps=VALIDATION_MAX_STEPS)
+    return {"method": "rlrobot", "seed": seed, "command_seconds": total_s, "train_seconds": total_s,
+            "compile_seconds": compile_s, "steps": curve[-1]["step"] if curve else 0, "curve": curve, "final": final,
+            "solved": is_solved(final)}
+
+
+def run_baseline(name: str, config: str, seed: int, budget_s: float) -> dict:
+    if name == "torch":
+        from benchmarks.torch_ppo import time_to_solve
+    elif name == "sb3":
+        from benchmarks.sb3_ppo import time_to_solve
+    else:
+        raise ValueError(f"unknown baseline {name!r}; expected 'torch' or 'sb3'")
+    return time_to_solve(config, seed, budget_s)
+
+
+def with_load(run: Callable[[], dict]) -> dict:
+    """``run()``'s result with the 1-minute load average before and after it."""
+    before = os.getloadavg()[0]
+    result = run()
+    result["load_before"], result["load_after"] = before, os.getloadavg()[0]
+    return result
 
 
 def plot(results: list[dict], path: Path) -> None:
@@ -51,15 +151,21 @@ def plot(results: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax_success, ax_reward) = plt.subplots(1, 2, figsize=(10, 4))
+    fig, (ax_success, ax_reward) = plt.subplots(1, 2, figsize=(11, 4.2))
+    labelled = set()
     for r in results:
+        method = r["method"]
+        label = None if method in labelled else method  # one legend entry per method, seeds in one colour
+        labelled.add(method)
         xs = [p["seconds"] for p in r["curve"]]
-        ax_success.plot(xs, [p["success_rate"] for p in r["curve"]], label=f"rlrobot seed {r['seed']}")
-        ax_reward.plot(xs, [p["mean_reward"] for p in r["curve"]], label=f"rlrobot seed {r['seed']}")
+        as_float = lambda key: [math.nan if p[key] is None else p[key] for p in r["curve"]]  # noqa: E731
+        color = COLORS.get(method)
+        ax_success.plot(xs, as_float("success_rate"), color=color, alpha=0.8, linewidth=1, label=label)
+        ax_reward.plot(xs, as_float("mean_reward"), color=color, alpha=0.8, linewidth=1, label=label)
     for ax, label in ((ax_success, "success rate (episodes ended since last summary)"), (ax_reward, "mean reward")):
         ax.axvline(UNITY_SECONDS, color="grey", linestyle="--", label="Unity + ML-Agents (715 s)")
         ax.set_xscale("log")
-        ax.set_xlabel("wall-clock seconds (compile included)")
+        ax.set_xlabel("wall-clock seconds (compile / model set-up included)")
         ax.set_ylabel(label)
         ax.grid(True, which="both", alpha=0.3)
     ax_reward.set_ylim(-20, 11)
@@ -69,28 +175,61 @@ def plot(results: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
+def rlrobot_table(results: list[dict]) -> list[str]:
+    lines = ["| seed | whole command (s) | compile (s) | success [95% CI] | mean return | mean length | solved |",
+             "|---:|---:|---:|---:|---:|---:|---|"]
+    for r in results:
+        f = r["final"]
+        lo, hi = f["success_rate_ci95"]
+        lines.append(f"| {r['seed']} | {r['command_seconds']:.1f} | {r['compile_seconds']:.1f} | "
+                     f"{f['success_rate']:.3f} [{lo:.3f}, {hi:.3f}] | {f['mean_return']:.2f} | "
+                     f"{f['mean_length']:.1f} | "
+                     f"{'yes' if r['solved'] else 'no'} |")
+    return lines
+
+
+def methods_table(results: list[dict], budget_s: float) -> list[str]:
+    lines = ["| method | seed | summaries ≥ 99% success, reward ≥ 7.8 from | trained | final: success [95% CI] | "
+             "final: mean return | solved | load before → after |",
+             "|---|---:|---:|---:|---:|---:|---|---|"]
+    for r in results:
+        f, hit = r["final"], solved_from(r["curve"])
+        lo, hi = f["success_rate_ci95"]
+        first = "—" if hit is None else f"{hit['seconds']:.1f} s ({hit['step'] / 1e6:.2f} M steps)"
+        solved = f"yes, {r['train_seconds']:.0f} s" if r["solved"] and r["train_seconds"] <= budget_s \
+            else f"not solved in {budget_s:.0f} s"
+        if not r["solved"] and not r.get("out_of_time", True):
+            solved += f" (all {r['steps'] / 1e6:.2f} M steps done at {r['train_seconds']:.0f} s)"
+        load = f"{r['load_before']:.2f} → {r['load_after']:.2f}" if "load_before" in r else "—"
+        lines.append(f"| {r['method']} | {r['seed']} | {first} | {r['steps'] / 1e6:.2f} M steps, "
+                     f"{r['train_seconds']:.1f} s | {f['success_rate']:.3f} [{lo:.3f}, {hi:.3f}] | "
+                     f"{f['mean_return']:.2f} | {solved} | {load} |")
+    return lines
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--config", default="configs/MobileRobot-fast.yaml")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="rlrobot seeds")
+    parser.add_argument("--baselines", nargs="*", default=[], choices=["torch", "sb3"])
+    parser.add_argument("--baseline-seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--budget", type=float, default=600.0, help="wall-clock seconds each baseline run may train")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/out/time_to_solve"))
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as scratch:
-        results = [run_seed(args.config, seed, Path(scratch)) for seed in args.seeds]
+        results = [with_load(lambda: run_seed(args.config, seed, Path(scratch))) for seed in args.seeds]
+    results += [with_load(lambda: run_baseline(name, args.config, seed, args.budget))
+                for name in args.baselines for seed in args.baseline_seeds]
     info = machine_info()
-    (args.out / "time_to_solve.json").write_text(json.dumps({"machine": info, "config": args.config,
-                                                             "results": results}, indent=2))
+    (args.out / "time_to_solve.json").write_text(json.dumps(
+        {"machine": info, "config": args.config, "budget_s": args.budget, "results": results}, indent=2))
     plot(results, args.out / "time_to_solve.png")
-    print(f"Time to solve `{args.config}` — {info['cpu']} ({info['cores']} cores), {info['backend']}, JAX {info['jax']}, "
-          f"{info['date']}")
-    print("| seed | whole command (s) | compile (s) | success [95% CI] | mean return | mean length | solved |")
-    print("|---:|---:|---:|---:|---:|---:|---|")
-    for r in results:
-        f = r["final"]
-        lo, hi = f["success_rate_ci95"]
-        print(f"| {r['seed']} | {r['command_seconds']:.1f} | {r['compile_seconds']:.1f} | {f['success_rate']:.3f} "
-              f"[{lo:.3f}, {hi:.3f}] | {f['mean_return']:.2f} | {f['mean_length']:.1f} | {'yes' if r['solved'] else 'no'} |")
+    print(f"Time to solve `{args.config}` — {info['cpu']} ({info['cores']} cores), {info['backend']}, "
+          f"JAX {info['jax']}, {info['date']}")
+    print("\n".join(rlrobot_table([r for r in results if r["method"] == "rlrobot"])))
+    print()
+    print("\n".join(methods_table(results, args.budget)))
 
 
 if __name__ == "__main__":
