@@ -10,7 +10,10 @@ For each number of parallel robots it measures three columns, as Isaac Lab repor
 
 plus the NumPy port of the env (``benchmarks.numpy_throughput``) as the baseline column and, in full mode, two training
 baselines on the fast config: the course's PyTorch PPO-AC loop (``benchmarks.torch_ppo``, when torch imports) and
-Stable-Baselines3 PPO (``benchmarks.sb3_ppo``; skipped with a note when stable-baselines3 is not installed). It also times the device's float32 matmul rate and
+Stable-Baselines3 PPO (``benchmarks.sb3_ppo``; skipped with a note when stable-baselines3 is not installed), and the
+Unity protocol path (``benchmarks.unity_throughput``: mlagents-envs to the stand-in player at 1, 16 and 64 agents,
+against the JAX env at the same counts; skipped when mlagents-envs is not installed). It also times the device's
+float32 matmul rate and
 reports the training throughput against the ceiling that rate sets on the networks' FLOPs (fast config; the course
 config ``configs/MobileRobot.yaml`` too in full mode). Compile times are separate columns; every file is stamped with
 ``machine_info()``.
@@ -41,13 +44,13 @@ MODES = {
         "counts": [1, 64, 512], "env_steps": 20_000, "env_steps_per_robot": 2_000, "inference_steps": 20_000,
         "repeats": 1, "train_counts": [64, 512], "train_iterations": 1, "train_repeats": 1,
         "numpy_max_robots": 512, "numpy_steps": 20_000, "numpy_max_steps": 200, "numpy_repeats": 1,
-        "matmul_iterations": 20, "course": False, "torch": False, "sb3": False,
+        "matmul_iterations": 20, "course": False, "torch": False, "sb3": False, "unity": True,
     },
     "full": {
         "counts": [1, 16, 256, 1024, 4096, 16384, 65536], "env_steps": 2_000_000, "env_steps_per_robot": 50_000,
         "inference_steps": 1_000_000, "repeats": 3, "train_counts": None, "train_iterations": 2, "train_repeats": 1,
         "numpy_max_robots": None, "numpy_steps": 500_000, "numpy_max_steps": 1000, "numpy_repeats": 1,
-        "matmul_iterations": 200, "course": True, "torch": True, "sb3": True,
+        "matmul_iterations": 200, "course": True, "torch": True, "sb3": True, "unity": True,
     },
 }
 ACCELERATOR_COUNTS = [262144, 1048576]
@@ -116,7 +119,7 @@ def run(mode: str) -> dict:
     result = {"machine": machine_info(), "mode": mode, "env": "MobileRobot", "config": FAST_CONFIG,
               "network": fast_flops["network"], "robot_counts": counts,
               "columns": {"env": [], "inference": [], "train": [], "numpy": []}, "skipped": [], "torch": None,
-              "sb3": None}
+              "sb3": None, "unity": None}
     cols = result["columns"]
 
     log(f"matmul rate ({m['matmul_iterations']} iterations)")
@@ -183,7 +186,33 @@ def run(mode: str) -> dict:
             result["torch"]["rlrobot_agent_steps_per_second"] = fast_row["agent_steps_per_second"]
     if m["sb3"]:
         result["sb3"] = sb3_column(fast_row)
+    if m["unity"]:
+        result["unity"] = unity_column(env, params, m["repeats"], 300 if mode == "full" else 50)
     return result
+
+
+UNITY_AGENTS = [1, 16, 64]
+
+
+def unity_column(env, params, repeats: int, steps: int) -> dict:
+    """Env-only agent-steps/s through ML-Agents' protocol to the stand-in player, beside the JAX env's."""
+    try:
+        from benchmarks import unity_throughput
+    except ImportError as error:
+        return {"skipped": f"{error.name} is not installed (pip install -e '.[unity]')"}
+    import tempfile
+
+    rows = []
+    with tempfile.TemporaryDirectory() as folder:
+        build = str(unity_throughput.write_launcher(folder))
+        for n in UNITY_AGENTS:
+            log(f"Unity protocol (stand-in player), {n} agents")
+            row = unity_throughput.measure(build, n, steps, repeats)
+            log(f"JAX env at the same count, {n} robots")
+            row["jax_agent_steps_per_second"] = env_throughput.measure(env, params, n, n * 100 * steps, repeats)[
+                "agent_steps_per_second"]
+            rows.append(row)
+    return {"rows": rows, "versions": unity_throughput.versions()}
 
 
 def sb3_column(fast_row: dict) -> dict:

@@ -72,6 +72,7 @@ def markdown(result: dict) -> str:
                      f"{c['ceiling_agent_steps_per_second']:,.0f} | {c['achieved_agent_steps_per_second']:,.0f} | "
                      f"{c['fraction']:.1%} | {c['compile_s']:.1f} |")
     lines += baseline_lines(result.get("torch"), result.get("sb3"))
+    lines += unity_lines(result.get("unity"))
     lines += ["", f"Whole benchmark run: {result.get('wall_s', 0.0):.0f} s."]
     return "\n".join(lines) + "\n"
 
@@ -94,6 +95,24 @@ def baseline_lines(torch_row: dict | None, sb3_row: dict | None) -> list[str]:
                      f"{r['rlrobot_agent_steps_per_second']:,.0f} | {ratio:.1f}× |")
     notes = [f"{name} not measured: {r['skipped']}." for name, r in named if "skipped" in r]
     return lines + ([""] if rows and notes else []) + notes
+
+
+def unity_lines(unity: dict | None) -> list[str]:
+    """Env-only steps through ML-Agents' protocol (stand-in player) against the JAX env at the same agent counts."""
+    if not unity:
+        return []
+    lines = ["", "## Unity protocol path (env only: mlagents-envs ↔ stand-in player)", ""]
+    if "skipped" in unity:
+        return lines + [f"Not measured: {unity['skipped']}."]
+    versions = ", ".join(f"{k} {v}" for k, v in unity["versions"].items())
+    lines += [f"Random actions, {versions}; the player is a separate Python process on the same cores.", "",
+              "| agents | protocol agent-steps/s | ms/step | JAX env agent-steps/s | JAX / protocol |",
+              "|---:|---:|---:|---:|---:|"]
+    for r in unity["rows"]:
+        lines.append(f"| {r['num_envs']} | {r['agent_steps_per_second']:,.0f} | {1000.0 / r['env_steps_per_second']:.2f} | "
+                     f"{r['jax_agent_steps_per_second']:,.0f} | "
+                     f"{r['jax_agent_steps_per_second'] / r['agent_steps_per_second']:,.0f}× |")
+    return lines
 
 
 def plot_throughput(result: dict, path: str) -> None:

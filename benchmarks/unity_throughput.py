@@ -44,6 +44,10 @@ def measure(build: str, agents: int, steps: int, repeats: int, seed: int = 0) ->
     return row
 
 
+def versions() -> dict[str, str]:
+    return {name: version(name) for name in ("mlagents-envs", "protobuf", "grpcio")}
+
+
 def table(rows: list[dict]) -> str:
     lines = ["| agents | agent-steps/s | env-steps/s | ms/step |", "|---:|---:|---:|---:|"]
     for r in rows:
@@ -63,14 +67,14 @@ def main(argv: list[str] | None = None) -> None:
         build = str(write_launcher(folder))
         rows = [measure(build, n, args.steps, args.repeats) for n in args.agents]
     info = machine_info()
-    versions = {name: version(name) for name in ("mlagents-envs", "protobuf", "grpcio")}
-    print(f"MobileRobot through ML-Agents' protocol (mlagents-envs {versions['mlagents-envs']} <-> stand-in player, "
-          f"protobuf {versions['protobuf']}, grpcio {versions['grpcio']}) — {info['cpu']} ({info['cores']} cores), "
+    used = versions()
+    print(f"MobileRobot through ML-Agents' protocol (mlagents-envs {used['mlagents-envs']} <-> stand-in player, "
+          f"protobuf {used['protobuf']}, grpcio {used['grpcio']}) — {info['cpu']} ({info['cores']} cores), "
           f"{info['date']}; median of {args.repeats} x {args.steps} steps")
     print(table(rows))
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"machine": info, "versions": versions, "env": "MobileRobot", "rows": rows}, f, indent=2)
+            json.dump({"machine": info, "versions": used, "env": "MobileRobot", "rows": rows}, f, indent=2)
 
 
 if __name__ == "__main__":

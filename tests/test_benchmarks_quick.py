@@ -37,6 +37,9 @@ def test_quick_benchmark_writes_results(tmp_path):
     assert all(r["agent_steps_per_second"] > 0 for r in columns["numpy"]) and columns["numpy"]
     assert result["matmul"]["flops_per_second"] > 0
     assert result["torch"] is None and result["sb3"] is None  # training baselines: full mode only (need torch, sb3)
+    unity = result["unity"]   # the protocol path: mlagents-envs (dev extra) to the stand-in player
+    assert [r["num_envs"] for r in unity["rows"]] == [1, 16, 64]
+    assert all(r["agent_steps_per_second"] > 0 and r["jax_agent_steps_per_second"] > 0 for r in unity["rows"])
     ceiling = result["ceiling"][0]
     assert ceiling["ceiling_agent_steps_per_second"] > 0 and ceiling["fraction"] > 0
 
