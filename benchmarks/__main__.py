@@ -203,15 +203,16 @@ def unity_column(env, params, repeats: int, steps: int) -> dict:
     import tempfile
 
     rows = []
-    with tempfile.TemporaryDirectory() as folder:
+    with tempfile.TemporaryDirectory() as folder:   # all protocol rows first: XLA's busy threads would slow them
         build = str(unity_throughput.write_launcher(folder))
         for n in UNITY_AGENTS:
             log(f"Unity protocol (stand-in player), {n} agents")
-            row = unity_throughput.measure(build, n, steps, repeats)
-            log(f"JAX env at the same count, {n} robots")
-            row["jax_agent_steps_per_second"] = env_throughput.measure(env, params, n, n * 100 * steps, repeats)[
-                "agent_steps_per_second"]
-            rows.append(row)
+            rows.append(unity_throughput.measure(build, n, steps, repeats))
+    for row in rows:
+        n = row["num_envs"]
+        log(f"JAX env at the same count, {n} robots")
+        row["jax_agent_steps_per_second"] = env_throughput.measure(env, params, n, n * 100 * steps, repeats)[
+            "agent_steps_per_second"]
     return {"rows": rows, "versions": unity_throughput.versions()}
 
 
