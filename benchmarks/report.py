@@ -61,7 +61,7 @@ def markdown(result: dict) -> str:
         lines += ["", "Not measured: " + "; ".join(f"{s['column']} at {s['num_envs']:,} robots ({s['why']})"
                                                    for s in result["skipped"]) + "."]
     mm = result["matmul"]
-    lines += ["", f"## NN-FLOP ceiling", "",
+    lines += ["", "## NN-FLOP ceiling", "",
               f"float32 matmul rate: {_si(mm['flops_per_second'])}FLOP/s ({mm['shape']}, {mm['iterations']} iterations "
               f"in one jitted loop, {mm['seconds'] * 1e3:.1f} ms). FLOPs per agent-step = actor forward (acting) + "
               f"2 critic forwards + num_epoch × 3 × (actor + critic forward), forward = 2·Σ fan_in·fan_out.", "",

@@ -21,7 +21,6 @@ linear decay over ``max_steps`` of the learning rate (floor 1e-10), the clip ran
 """
 from __future__ import annotations
 
-import argparse
 import math
 import os
 import statistics
@@ -35,11 +34,11 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.vec_env import VecNormalize
 
 from benchmarks.gym_robot import RobotVecEnv
-from benchmarks.time_to_solve import EpisodeLog, first_episodes_numpy, is_solved
+from benchmarks.time_to_solve import (EpisodeLog, baseline_parser, first_episodes_numpy, is_solved,
+                                      print_time_to_solve)
 from envs.numpy_robot import NumpyMobileRobot
 from rlrobot.networks import NORMALIZED_OBS_CLIP
 
-DEFAULT_CONFIGS = ["configs/MobileRobot-fast.yaml", "configs/MobileRobot.yaml"]
 
 
 def linear_schedule(initial: float, floor: float, schedule: str) -> Callable[[float], float]:
@@ -176,21 +175,10 @@ def time_to_solve(config: str, seed: int, budget_s: float, max_steps: int | None
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--configs", nargs="+", default=DEFAULT_CONFIGS)
-    parser.add_argument("--iterations", type=int, default=3)
-    parser.add_argument("--threads", type=int)
-    parser.add_argument("--compare", action="store_true",
-                        help="also time rlrobot (benchmarks.train_throughput) and the PyTorch PPO-AC loop, per config")
-    parser.add_argument("--solve", action="store_true", help="time to solve the first config instead of throughput")
-    parser.add_argument("--budget", type=float, default=600.0, help="--solve: wall-clock seconds to train at most")
-    parser.add_argument("--seed", type=int, default=0, help="--solve: seed")
-    args = parser.parse_args(argv)
+    args = baseline_parser(__doc__.split("\n")[0],
+                           "also time rlrobot (benchmarks.train_throughput) and the PyTorch PPO-AC loop, per config").parse_args(argv)
     if args.solve:
-        from benchmarks.time_to_solve import methods_table, with_load
-
-        result = with_load(lambda: time_to_solve(args.configs[0], args.seed, args.budget, threads=args.threads))
-        print("\n".join(methods_table([result], args.budget)))
+        print_time_to_solve(args, time_to_solve)
         return
     import gymnasium
     import stable_baselines3

@@ -137,6 +137,28 @@ def run_baseline(name: str, config: str, seed: int, budget_s: float) -> dict:
     return time_to_solve(config, seed, budget_s)
 
 
+BASELINE_CONFIGS = ["configs/MobileRobot-fast.yaml", "configs/MobileRobot.yaml"]
+
+
+def baseline_parser(description: str, compare_help: str) -> argparse.ArgumentParser:
+    """The command line the training baselines share: throughput per config, or ``--solve`` to a budget."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--configs", nargs="+", default=BASELINE_CONFIGS)
+    parser.add_argument("--iterations", type=int, default=3)
+    parser.add_argument("--threads", type=int)
+    parser.add_argument("--compare", action="store_true", help=compare_help)
+    parser.add_argument("--solve", action="store_true", help="time to solve the first config instead of throughput")
+    parser.add_argument("--budget", type=float, default=600.0, help="--solve: wall-clock seconds to train at most")
+    parser.add_argument("--seed", type=int, default=0, help="--solve: seed")
+    return parser
+
+
+def print_time_to_solve(args: argparse.Namespace, time_to_solve: Callable[..., dict]) -> None:
+    """``--solve``: one baseline's time to solve, as a row of the methods table."""
+    result = with_load(lambda: time_to_solve(args.configs[0], args.seed, args.budget, threads=args.threads))
+    print("\n".join(methods_table([result], args.budget)))
+
+
 def with_load(run: Callable[[], dict]) -> dict:
     """``run()``'s result with the 1-minute load average before and after it."""
     before = os.getloadavg()[0]

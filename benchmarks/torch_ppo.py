@@ -27,7 +27,6 @@ policy judged by the first-episode validation in the NumPy port.
 """
 from __future__ import annotations
 
-import argparse
 import math
 import os
 import statistics
@@ -37,10 +36,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from benchmarks.time_to_solve import EpisodeLog, first_episodes_numpy, is_solved
+from benchmarks.time_to_solve import (EpisodeLog, baseline_parser, first_episodes_numpy, is_solved,
+                                      print_time_to_solve)
 from envs.numpy_robot import NumpyMobileRobot
 
-DEFAULT_CONFIGS = ["configs/MobileRobot-fast.yaml", "configs/MobileRobot.yaml"]
 
 
 def mlp(in_size: int, hidden_units: int, num_layers: int) -> nn.Sequential:
@@ -248,20 +247,10 @@ def time_to_solve(config: str, seed: int, budget_s: float, max_steps: int | None
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--configs", nargs="+", default=DEFAULT_CONFIGS)
-    parser.add_argument("--iterations", type=int, default=3)
-    parser.add_argument("--threads", type=int)
-    parser.add_argument("--compare", action="store_true", help="also time rlrobot (benchmarks.train_throughput)")
-    parser.add_argument("--solve", action="store_true", help="time to solve the first config instead of throughput")
-    parser.add_argument("--budget", type=float, default=600.0, help="--solve: wall-clock seconds to train at most")
-    parser.add_argument("--seed", type=int, default=0, help="--solve: seed")
-    args = parser.parse_args(argv)
+    args = baseline_parser(__doc__.split("\n")[0],
+                           "also time rlrobot (benchmarks.train_throughput)").parse_args(argv)
     if args.solve:
-        from benchmarks.time_to_solve import methods_table, with_load
-
-        result = with_load(lambda: time_to_solve(args.configs[0], args.seed, args.budget, threads=args.threads))
-        print("\n".join(methods_table([result], args.budget)))
+        print_time_to_solve(args, time_to_solve)
         return
     rows = []
     for config in args.configs:

@@ -12,7 +12,6 @@ import logging
 import math
 import shutil
 import signal
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path

@@ -8,29 +8,14 @@ from pathlib import Path
 
 import numpy as np
 from flax import serialization, traverse_util
+from test_cli import TINY  # the same tiny run, with a constant learning rate
 
 REPO = Path(__file__).resolve().parents[2]
-TINY = """
-behaviors:
-  MobileRobot:
-    trainer_type: ppo
-    hyperparameters: {{batch_size: 128, buffer_size: 512, learning_rate: 0.001, num_epoch: 2,
-                      learning_rate_schedule: constant}}
-    network_settings: {{normalize: true, hidden_units: 16, num_layers: 2}}
-    reward_signals: {{extrinsic: {{gamma: 0.99, strength: 1.0}}}}
-    keep_checkpoints: 2
-    checkpoint_interval: 1024
-    max_steps: {max_steps}
-    time_horizon: 32
-    summary_freq: 1024
-env_settings: {{num_envs: 16, seed: 3}}
-environment_parameters: {{max_episode_steps: 48}}
-"""
 
 
 def tiny_config(directory: Path, max_steps: int) -> str:
     path = Path(directory) / f"tiny-{max_steps}.yaml"
-    path.write_text(TINY.format(max_steps=max_steps))
+    path.write_text(TINY.format(max_steps=max_steps, schedule="constant"))
     return str(path)
 
 
