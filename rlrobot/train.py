@@ -260,23 +260,39 @@ def _all_finite(tree) -> jnp.ndarray:
     return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
 
 
+LEARNED_FIELDS = ("value_estimate", "policy_loss", "value_loss", "approx_kl", "clip_fraction", "learning_rate", "beta",
+                  "epsilon", "loss_is_finite")
+
+
+def learn(agent: AgentState, opt_state, transitions: Transition, step: jnp.ndarray, key: chex.PRNGKey, spec: TrainSpec,
+          hparams: Hyperparams | None = None, mesh: Mesh | None = None) -> tuple[AgentState, Any, Metrics]:
+    """Normalisers, GAE and the epoch/minibatch update on one time-major buffer collected from ``step`` agent-steps on.
+
+    The half of an iteration that does not care where the buffer came from: the JAX rollout or a Unity build's
+    players (``rlrobot.unity_runner``). Only the ``LEARNED_FIELDS`` of the returned metrics are filled.
+    """
+    hp = Hyperparams.from_spec(spec) if hparams is None else hparams
+    schedule = ppo.schedule_at(step, spec.max_steps, hp.learning_rate, hp.beta, hp.epsilon,
+                               spec.learning_rate_schedule, spec.beta_schedule, spec.epsilon_schedule)
+    agent = update_normalizers(agent, _flatten(transitions.obs)) if spec.network.normalize else agent
+    batch = make_batch(agent, transitions, spec, hp)
+    agent, opt_state, losses = update(agent, opt_state, batch, schedule, key, spec, mesh)
+    metrics = Metrics.zeros().replace(
+        value_estimate=jnp.mean(batch.value), policy_loss=jnp.mean(losses["policy_loss"]),
+        value_loss=jnp.mean(losses["value_loss"]), approx_kl=jnp.mean(losses["approx_kl"]),
+        clip_fraction=jnp.mean(losses["clip_fraction"]), learning_rate=schedule.learning_rate, beta=schedule.beta,
+        epsilon=schedule.epsilon, loss_is_finite=jnp.all(losses["loss_is_finite"]) & _all_finite(agent.params))
+    return agent, opt_state, metrics
+
+
 def iteration(env: Environment, env_params, spec: TrainSpec, state: TrainState, hparams: Hyperparams | None = None,
               mesh: Mesh | None = None) -> tuple[TrainState, Metrics]:
-    """One PPO iteration: collect, update normalisers, GAE, update. Pure; jit it (``train_iterations`` does)."""
-    hp = Hyperparams.from_spec(spec) if hparams is None else hparams
+    """One PPO iteration: collect, then ``learn``. Pure; jit it (``train_iterations`` does)."""
     key, key_collect, key_update = jax.random.split(state.key, 3)
-    schedule = ppo.schedule_at(state.step, spec.max_steps, hp.learning_rate, hp.beta, hp.epsilon,
-                               spec.learning_rate_schedule, spec.beta_schedule, spec.epsilon_schedule)
+    step = state.step
     state, transitions, episodes = collect(env, env_params, spec, state.replace(key=key), key_collect)
-    agent = update_normalizers(state.agent, _flatten(transitions.obs)) if spec.network.normalize else state.agent
-    batch = make_batch(agent, transitions, spec, hp)
-    agent, opt_state, losses = update(agent, state.opt_state, batch, schedule, key_update, spec, mesh)
-    metrics = episodes.replace(
-        iterations=jnp.float32(1.0), value_estimate=jnp.mean(batch.value),
-        policy_loss=jnp.mean(losses["policy_loss"]), value_loss=jnp.mean(losses["value_loss"]),
-        approx_kl=jnp.mean(losses["approx_kl"]), clip_fraction=jnp.mean(losses["clip_fraction"]),
-        learning_rate=schedule.learning_rate, beta=schedule.beta, epsilon=schedule.epsilon,
-        loss_is_finite=jnp.all(losses["loss_is_finite"]) & _all_finite(agent.params))
+    agent, opt_state, learned = learn(state.agent, state.opt_state, transitions, step, key_update, spec, hparams, mesh)
+    metrics = episodes.replace(iterations=jnp.float32(1.0), **{name: getattr(learned, name) for name in LEARNED_FIELDS})
     return state.replace(agent=agent, opt_state=opt_state), metrics
 
 

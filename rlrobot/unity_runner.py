@@ -27,12 +27,11 @@ from rlrobot import __version__, ppo
 from rlrobot.checkpoints import CheckpointError, CheckpointManager, load_checkpoint
 from rlrobot.config import ConfigError, RunSettings, TrainerSettings
 from rlrobot.export import export_policy
-from rlrobot.networks import (AgentState, NetworkSpec, env_action, init_agent, policy_distribution, sample_action,
-                              update_normalizers)
+from rlrobot.networks import AgentState, NetworkSpec, env_action, init_agent, policy_distribution, sample_action
 from rlrobot.runner import (EXISTS_MESSAGE, RunError, RunPaths, StopRequest, checkpoint_metadata, next_multiple, prepare_run_dir,
                             resolve_seed, write_summary)
 from rlrobot.summaries import Progress, SummaryWriter, Timers, TrainingStatus
-from rlrobot.train import Metrics, TrainSpec, Transition, make_batch, make_optimizer, make_train_spec, update
+from rlrobot.train import LEARNED_FIELDS, Metrics, TrainSpec, Transition, learn, make_optimizer, make_train_spec
 
 logger = logging.getLogger("rlrobot")
 
@@ -88,28 +87,12 @@ def make_act(network: NetworkSpec, explore: bool):
 
 
 def make_learn(spec: TrainSpec):
-    """Jitted ``(state, transitions, step) -> (state, Metrics)``: normalisers, GAE and the PPO update.
-
-    The second half of :func:`rlrobot.train.iteration`; ``step`` (agent-steps before this buffer) sets the schedules.
-    """
-    def learn(state: UnityTrainState, transitions: Transition, step: jnp.ndarray) -> tuple[UnityTrainState, Metrics]:
+    """Jitted ``(state, transitions, step) -> (state, Metrics)``: :func:`rlrobot.train.learn` on a host buffer."""
+    def learn_buffer(state: UnityTrainState, transitions: Transition, step: jnp.ndarray) -> tuple[UnityTrainState, Metrics]:
         key, key_update = jax.random.split(state.key)
-        schedule = ppo.schedule_at(step, spec.max_steps, spec.learning_rate, spec.beta, spec.epsilon,
-                                   spec.learning_rate_schedule, spec.beta_schedule, spec.epsilon_schedule)
-        agent = state.agent
-        if spec.network.normalize:
-            agent = update_normalizers(agent, transitions.obs.reshape(-1, spec.network.obs_size))
-        batch = make_batch(agent, transitions, spec)
-        agent, opt_state, losses = update(agent, state.opt_state, batch, schedule, key_update, spec)
-        finite = jnp.all(losses["loss_is_finite"]) & jnp.all(
-            jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(agent.params)]))
-        metrics = Metrics.zeros().replace(
-            value_estimate=jnp.mean(batch.value), policy_loss=jnp.mean(losses["policy_loss"]),
-            value_loss=jnp.mean(losses["value_loss"]), approx_kl=jnp.mean(losses["approx_kl"]),
-            clip_fraction=jnp.mean(losses["clip_fraction"]), learning_rate=schedule.learning_rate,
-            beta=schedule.beta, epsilon=schedule.epsilon, loss_is_finite=finite)
+        agent, opt_state, metrics = learn(state.agent, state.opt_state, transitions, step, key_update, spec)
         return state.replace(agent=agent, opt_state=opt_state, key=key, step=step + spec.steps_per_iteration), metrics
-    return jax.jit(learn)
+    return jax.jit(learn_buffer)
 
 
 class HostRollout:
@@ -287,7 +270,7 @@ class UnityTraining:
                             learned = finish_update()
                         acting = state.agent
                     if learned is not None:
-                        metrics = metrics.replace(**{k: getattr(learned, k) for k in _LEARNED})
+                        metrics = metrics.replace(**{k: getattr(learned, k) for k in LEARNED_FIELDS})
                     pending = metrics if pending is None else pending.add(metrics)
                     previous, collected_step = collected_step, collected_step + spec.steps_per_iteration
                     progress.update(collected_step)
@@ -343,6 +326,3 @@ class UnityTraining:
         self.timers.save(self.paths.timers_path)
         return exit_code
 
-
-_LEARNED = ("value_estimate", "policy_loss", "value_loss", "approx_kl", "clip_fraction", "learning_rate", "beta",
-            "epsilon")
