@@ -2,6 +2,8 @@
 
 ML-Agents (``shared_critic: false``) keeps two separate MLPs, each behind its own observation normaliser. Both are
 mirrored here so that training dynamics match and the ONNX export can carry the actor's normaliser exactly.
+With ``shared_critic: true`` (ML-Agents' ``SharedActorCritic``) the value head sits on the actor's body instead, so
+the value loss also trains that body; the critic's parameters are then the head alone.
 Parameters (``AgentParams``) and normaliser statistics live apart so gradients are taken w.r.t. the parameters
 while the statistics stay fixed.
 """
@@ -32,6 +34,7 @@ class NetworkSpec:
     hidden_units: int = 128
     num_layers: int = 2
     normalize: bool = False
+    shared_critic: bool = False  # last, defaulted: older checkpoint metadata still builds a spec
 
 
 @flax.struct.dataclass
@@ -94,22 +97,41 @@ class Actor(nn.Module):
         return mu, jnp.broadcast_to(log_std, mu.shape)
 
 
+def _value_layer(hidden: chex.Array) -> chex.Array:
+    """ML-Agents' ``ValueHeads`` for the one extrinsic stream: a Xavier-uniform ``Dense(1)`` named ``value``.
+
+    Only call inside a compact ``__call__``; both critics use it so their heads cannot drift apart.
+    """
+    value = nn.Dense(1, kernel_init=nn.initializers.xavier_uniform(), bias_init=_zeros, name="value")(hidden)
+    return jnp.squeeze(value, -1)
+
+
 class Critic(nn.Module):
-    """Value network with its own body and a Xavier-uniform head."""
+    """Value network with its own body and a Xavier-uniform head (``shared_critic: false``)."""
 
     hidden_units: int
     num_layers: int
 
     @nn.compact
     def __call__(self, x: chex.Array) -> chex.Array:
-        hidden = MLPBody(self.hidden_units, self.num_layers)(x)
-        value = nn.Dense(1, kernel_init=nn.initializers.xavier_uniform(), bias_init=_zeros, name="value")(hidden)
-        return jnp.squeeze(value, -1)
+        return _value_layer(MLPBody(self.hidden_units, self.num_layers)(x))
+
+
+class ValueHead(nn.Module):
+    """The head alone, applied to the actor's body output (``shared_critic: true``); params ``{"value": ...}``."""
+
+    @nn.compact
+    def __call__(self, hidden: chex.Array) -> chex.Array:
+        return _value_layer(hidden)
 
 
 @flax.struct.dataclass
 class AgentParams:
-    """The trainable part: one flax variables pytree per network."""
+    """The trainable part: one flax variables pytree per network.
+
+    With ``shared_critic`` the ``critic`` tree is only the value head; the body it reads is ``actor``'s ``MLPBody_0``.
+    One optimiser over this whole pytree is then ML-Agents' one optimiser over the shared network.
+    """
 
     actor: dict
     critic: dict
@@ -132,11 +154,18 @@ def _critic(spec: NetworkSpec) -> Critic:
     return Critic(spec.hidden_units, spec.num_layers)
 
 
+def _init_critic(key: chex.PRNGKey, spec: NetworkSpec) -> dict:
+    """A full critic, or with ``shared_critic`` just the head (its input is the actor body's width)."""
+    if spec.shared_critic:
+        return ValueHead().init(key, jnp.zeros((1, spec.hidden_units), jnp.float32))
+    return _critic(spec).init(key, jnp.zeros((1, spec.obs_size), jnp.float32))
+
+
 def init_agent(key: chex.PRNGKey, spec: NetworkSpec) -> AgentState:
     """Fresh networks with ML-Agents' initialisation and identity-like normalisers."""
     actor_key, critic_key = jax.random.split(key)
     dummy = jnp.zeros((1, spec.obs_size), jnp.float32)
-    params = AgentParams(actor=_actor(spec).init(actor_key, dummy), critic=_critic(spec).init(critic_key, dummy))
+    params = AgentParams(actor=_actor(spec).init(actor_key, dummy), critic=_init_critic(critic_key, spec))
     return AgentState(params=params, actor_norm=normalizer_init(spec.obs_size), critic_norm=normalizer_init(spec.obs_size))
 
 
@@ -155,10 +184,19 @@ def policy_distribution(
 
 
 def value_estimate(params: AgentParams, critic_norm: NormalizerState, obs: chex.Array, spec: NetworkSpec) -> chex.Array:
-    """Critic value ``[...]`` for ``obs[..., obs_size]``."""
+    """Critic value ``[...]`` for ``obs[..., obs_size]``.
+
+    With ``shared_critic`` the head is applied to the actor's body, so value gradients reach ``params.actor`` too.
+    ML-Agents then has a single normaliser; ``update_normalizers`` keeps ``critic_norm`` equal to ``actor_norm``,
+    so the normaliser passed here is the shared one whichever of the two the caller holds.
+    """
     chex.assert_axis_dimension(obs, -1, spec.obs_size)
     x = normalize(critic_norm, obs) if spec.normalize else obs
-    return _critic(spec).apply(params.critic, x)
+    if not spec.shared_critic:
+        return _critic(spec).apply(params.critic, x)
+    body = MLPBody(spec.hidden_units, spec.num_layers)
+    hidden = body.apply({"params": params.actor["params"]["MLPBody_0"]}, x)
+    return ValueHead().apply(params.critic, hidden)
 
 
 def sample_action(key: chex.PRNGKey, mu: chex.Array, log_std: chex.Array) -> chex.Array:

@@ -24,6 +24,9 @@ from rlrobot.networks import (
     value_estimate,
 )
 
+SHARED = NetworkSpec(obs_size=3, action_size=2, hidden_units=6, num_layers=2, shared_critic=True)
+SEPARATE = NetworkSpec(obs_size=3, action_size=2, hidden_units=6, num_layers=2)
+
 
 def _swish(x: np.ndarray) -> np.ndarray:
     return x / (1.0 + np.exp(-x))
@@ -200,3 +203,84 @@ def test_sample_action_has_policy_moments():
     a = np.asarray(sample_action(jax.random.PRNGKey(0), mu, log_std))
     np.testing.assert_allclose(a.mean(0), [0.5, -1.0], atol=0.03)
     np.testing.assert_allclose(a.std(0), [0.2, 2.0], rtol=0.02)
+
+
+def _count(tree: dict) -> int:
+    return sum(int(np.size(leaf)) for leaf in jax.tree.leaves(tree))
+
+
+def test_shared_critic_defaults_off():
+    assert NetworkSpec(obs_size=3, action_size=2).shared_critic is False
+    metadata = {"obs_size": 3, "action_size": 2, "hidden_units": 6, "num_layers": 2, "normalize": True}  # pre-field checkpoint
+    assert NetworkSpec(**metadata) == NetworkSpec(3, 2, 6, 2, True, False)
+
+
+def test_shared_critic_params_are_the_head_only():
+    shared = init_agent(jax.random.PRNGKey(0), SHARED)
+    separate = init_agent(jax.random.PRNGKey(0), SEPARATE)
+    assert jax.tree.structure(shared.params.actor) == jax.tree.structure(separate.params.actor)  # export reads this layout
+    jax.tree.map(np.testing.assert_array_equal, shared.params.actor, separate.params.actor)
+    assert list(shared.params.critic["params"]) == ["value"]
+    assert _count(shared.params.critic) == SHARED.hidden_units + 1
+    assert _count(shared.params) == _count(shared.params.actor) + SHARED.hidden_units + 1
+    head = shared.params.critic["params"]["value"]
+    assert head["kernel"].shape == (SHARED.hidden_units, 1)
+    assert np.abs(np.asarray(head["kernel"])).max() <= np.sqrt(6.0 / (SHARED.hidden_units + 1))  # Xavier uniform
+    np.testing.assert_array_equal(head["bias"], 0.0)
+
+
+def test_shared_value_is_head_on_actor_body():
+    agent = init_agent(jax.random.PRNGKey(1), SHARED)
+    obs = np.array([[0.5, -1.0, 2.0], [3.0, 0.0, -0.25], [0.0, 0.1, 0.2], [1.0, 1.0, 1.0]], np.float32)
+    value = value_estimate(agent.params, agent.critic_norm, jnp.asarray(obs), SHARED)
+    assert value.shape == (4,)
+    head = agent.params.critic["params"]["value"]
+    hidden = _numpy_body(agent.params.actor, obs.astype(np.float64), SHARED.num_layers)
+    expected = hidden @ np.asarray(head["kernel"], np.float64) + np.asarray(head["bias"], np.float64)
+    np.testing.assert_allclose(value, expected[:, 0], rtol=1e-5, atol=1e-6)
+    assert value_estimate(agent.params, agent.critic_norm, jnp.ones((2, 5, 3)), SHARED).shape == (2, 5)
+
+
+def test_shared_value_uses_the_shared_normalizer():
+    spec = NetworkSpec(obs_size=3, action_size=2, hidden_units=6, num_layers=1, normalize=True, shared_critic=True)
+    agent = update_normalizers(init_agent(jax.random.PRNGKey(2), spec), jnp.array([[10.0, -10.0, 0.0], [20.0, 5.0, 1.0]]))
+    obs = jnp.array([[1.0, 2.0, 3.0]])
+    value = value_estimate(agent.params, agent.critic_norm, obs, spec)
+    hidden = MLPBody(6, 1).apply({"params": agent.params.actor["params"]["MLPBody_0"]}, normalize(agent.actor_norm, obs))
+    expected = hidden @ agent.params.critic["params"]["value"]["kernel"] + agent.params.critic["params"]["value"]["bias"]
+    np.testing.assert_allclose(value, expected[:, 0], rtol=1e-6)
+    raw = value_estimate(agent.params, agent.critic_norm, obs, NetworkSpec(3, 2, 6, 1, False, True))
+    assert not np.allclose(raw, value)
+
+
+@pytest.mark.parametrize("spec", [SHARED, SEPARATE], ids=["shared", "separate"])
+def test_value_gradient_reaches_actor_body_only_when_shared(spec):
+    agent = init_agent(jax.random.PRNGKey(3), spec)
+    obs = jax.random.normal(jax.random.PRNGKey(4), (8, 3))
+    grads = jax.grad(lambda p: jnp.sum(value_estimate(p, agent.critic_norm, obs, spec)))(agent.params)
+    assert isinstance(grads, AgentParams)
+    body_grad = sum(float(jnp.abs(g).sum()) for g in jax.tree.leaves(grads.actor["params"]["MLPBody_0"]))
+    head_grad = float(jnp.abs(grads.critic["params"]["value"]["kernel"]).sum())
+    assert head_grad > 0.0
+    if spec.shared_critic:
+        assert body_grad > 0.0
+        assert "MLPBody_0" not in grads.critic["params"]
+    else:
+        assert body_grad == 0.0
+        assert float(jnp.abs(grads.critic["params"]["MLPBody_0"]["Dense_0"]["kernel"]).sum()) > 0.0
+    # the policy heads never get value gradients
+    np.testing.assert_array_equal(grads.actor["params"]["mu"]["kernel"], 0.0)
+    np.testing.assert_array_equal(grads.actor["params"]["log_std"], 0.0)
+
+
+def test_separate_critic_unchanged_by_shared_option():
+    """Default behaviour is the same key use and values as a separately built ``Critic``."""
+    spec = NetworkSpec(obs_size=3, action_size=2, hidden_units=6, num_layers=2, normalize=True)
+    key = jax.random.PRNGKey(5)
+    agent = update_normalizers(init_agent(key, spec), jnp.array([[1.0, 2.0, 3.0], [-1.0, 0.0, 4.0]]))
+    _, critic_key = jax.random.split(key)
+    critic = Critic(6, 2).init(critic_key, jnp.zeros((1, 3)))
+    jax.tree.map(np.testing.assert_array_equal, agent.params.critic, critic)
+    obs = jax.random.normal(jax.random.PRNGKey(6), (5, 3))
+    expected = Critic(6, 2).apply(critic, normalize(agent.critic_norm, obs))
+    np.testing.assert_array_equal(value_estimate(agent.params, agent.critic_norm, obs, spec), expected)
