@@ -22,6 +22,11 @@ How the agent semantics map onto the protocol:
   other slots are ready, that short episode is dropped as a whole (counted in :attr:`UnityBatchEnv.dropped_episodes`,
   logged once); the step reports the first end. If the slots are never all ready within ``max_wait_steps`` Unity
   steps (agents destroyed, or decision requesters out of phase), ``step`` raises :class:`UnityError`.
+* **Several vector sensors** are concatenated in the order Unity sends them; :attr:`UnityBatchEnv.observation_sizes`
+  keeps their sizes (the inputs ``obs_0 … obs_{k-1}`` of an ML-Agents ONNX).
+* **Player failures.** A player that crashes, times out or closes the connection (the failures mlagents-learn
+  restarts) raises :class:`PlayerFailure`, naming the failed players; :meth:`UnityBatchEnv.restart` relaunches them
+  with the same arguments and resets every player. :class:`RestartBudget` is mlagents-learn's quota on that.
 
 mlagents-envs is imported here and in :mod:`envs.standin` only, through :mod:`envs.unity_compat`.
 """
@@ -31,10 +36,11 @@ import atexit
 import logging
 import os
 import socket
+import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -46,8 +52,9 @@ from mlagents_envs import logging_util  # noqa: E402
 from mlagents_envs.base_env import ActionTuple, BehaviorSpec  # noqa: E402
 from mlagents_envs.env_utils import validate_environment_path  # noqa: E402
 from mlagents_envs.environment import UnityEnvironment  # noqa: E402
-from mlagents_envs.exception import (UnityCommunicatorStoppedException, UnityEnvironmentException,  # noqa: E402
-                                     UnityException, UnityTimeOutException, UnityWorkerInUseException)
+from mlagents_envs.exception import (UnityCommunicationException, UnityCommunicatorStoppedException,  # noqa: E402
+                                     UnityEnvironmentException, UnityException, UnityTimeOutException,
+                                     UnityWorkerInUseException)
 from mlagents_envs.side_channel.engine_configuration_channel import EngineConfigurationChannel  # noqa: E402
 from mlagents_envs.side_channel.environment_parameters_channel import EnvironmentParametersChannel  # noqa: E402
 from mlagents_envs.side_channel.stats_side_channel import StatsSideChannel  # noqa: E402
@@ -57,6 +64,47 @@ logger = logging.getLogger("envs.unity")
 
 class UnityError(Exception):
     """Something about the Unity build or its player, in one line for the user."""
+
+
+class PlayerFailure(UnityError):
+    """Players crashed, timed out or closed the connection: ``workers`` are their indices (``(0,)`` for a
+    :class:`UnityBatchEnv`); ``restart(workers)`` brings them back. The failures mlagents-learn restarts."""
+
+    def __init__(self, message: str, workers: tuple[int, ...]) -> None:
+        super().__init__(message)
+        self.workers = workers
+
+
+# What mlagents-learn's SubprocessEnvManager treats as a failed worker it may restart.
+_RECOVERABLE = (UnityCommunicationException, UnityTimeOutException, UnityEnvironmentException,
+                UnityCommunicatorStoppedException)
+
+
+class RestartBudget:
+    """mlagents-learn's restart quota per worker (``env_settings.max_lifetime_restarts``,
+    ``restarts_rate_limit_n``, ``restarts_rate_limit_period_s``; -1 means no limit)."""
+
+    def __init__(self, max_lifetime_restarts: int, rate_limit_n: int, rate_limit_period_s: float,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.max_lifetime_restarts = max_lifetime_restarts
+        self.rate_limit_n = rate_limit_n
+        self.rate_limit_period_s = rate_limit_period_s
+        self._clock = clock
+        self._counts: dict[int, int] = {}
+        self._recent: dict[int, list[float]] = {}
+
+    def allow(self, worker: int) -> bool:
+        """Whether ``worker`` may restart now; if so, the restart is recorded."""
+        now = self._clock()
+        recent = [t for t in self._recent.get(worker, []) if t > now - self.rate_limit_period_s]
+        count = self._counts.get(worker, 0)
+        allowed = ((self.max_lifetime_restarts == -1 or count < self.max_lifetime_restarts)
+                   and (self.rate_limit_n == -1 or len(recent) < self.rate_limit_n))
+        if allowed:
+            recent.append(now)
+            self._counts[worker] = count + 1
+        self._recent[worker] = recent
+        return allowed
 
 
 @dataclass(frozen=True)
@@ -120,15 +168,15 @@ def _check_port(port: int, base_port: int, worker_id: int) -> None:
                              f"or program uses it; choose another base_port or worker_id") from None
 
 
-def _vector_sizes(name: str, spec: BehaviorSpec) -> tuple[int, int]:
-    """``(observation size, action size)``: the vector observations concatenated, the continuous actions."""
+def _vector_sizes(name: str, spec: BehaviorSpec) -> tuple[tuple[int, ...], int]:
+    """``(observation sizes, action size)``: the vector sensors' sizes in Unity's order, the continuous actions."""
     shapes = [tuple(o.shape) for o in spec.observation_specs]
     if any(len(shape) != 1 for shape in shapes):
         raise UnityError(f"behavior {name} has observations of shapes {shapes}; only vector observations are supported")
     if spec.action_spec.discrete_size:
         raise UnityError(f"behavior {name} has {spec.action_spec.discrete_size} discrete action branches; only "
                          f"continuous actions are supported")
-    return sum(shape[0] for shape in shapes), spec.action_spec.continuous_size
+    return tuple(shape[0] for shape in shapes), spec.action_spec.continuous_size
 
 
 class UnityBatchEnv:
@@ -139,10 +187,16 @@ class UnityBatchEnv:
     the player, resets it once to learn the behavior's sizes and agents, and closes everything again on any error.
     A player that dies is noticed within ``timeout_wait // 10`` s; keep ``timeout_wait`` ≥ 10, as below that
     mlagents-envs polls in a busy loop.
+
+    The engine settings (mlagents-learn's defaults) go to the player through the EngineConfiguration side channel;
+    ``no_graphics_monitor`` launches worker 0 with graphics and the others with ``-nographics -batchmode``, as
+    mlagents-learn does; ``num_areas`` asks the build for that many copies of its training areas.
     """
 
     def __init__(self, file_name: str | None, *, behavior: str | None = None, worker_id: int = 0,
-                 base_port: int | None = None, no_graphics: bool = True, time_scale: float = 20.0,
+                 base_port: int | None = None, no_graphics: bool = True, no_graphics_monitor: bool = False,
+                 width: int = 84, height: int = 84, quality_level: int = 5, time_scale: float = 20.0,
+                 target_frame_rate: int = -1, capture_frame_rate: int = 60, num_areas: int = 1,
                  timeout_wait: int = 60, seed: int = 0, environment_parameters: dict[str, float] | None = None,
                  additional_args: Sequence[str] = (), log_folder: str | None = None,
                  max_wait_steps: int = 1000) -> None:
@@ -153,32 +207,32 @@ class UnityBatchEnv:
         self.timeout_wait = timeout_wait
         self.max_wait_steps = max_wait_steps
         self.dropped_episodes = 0
+        self.engine_settings = dict(width=width, height=height, quality_level=quality_level, time_scale=time_scale,
+                                    target_frame_rate=target_frame_rate, capture_frame_rate=capture_frame_rate)
         launch = None if file_name is None else _resolve_build(file_name)
-        _check_port(self.port, base_port, worker_id)
         if log_folder is not None:
             log_folder = os.path.abspath(log_folder)
             os.makedirs(log_folder, exist_ok=True)
         self.log_folder = log_folder
+        self._launch_args = dict(file_name=launch, worker_id=worker_id, base_port=base_port, seed=seed,
+                                 no_graphics=no_graphics or (no_graphics_monitor and worker_id != 0),
+                                 num_areas=num_areas, timeout_wait=timeout_wait,
+                                 additional_args=list(additional_args), log_folder=log_folder)
         # Above DEBUG, mlagents-envs also sends the player's stdout/stderr to /dev/null instead of our terminal.
         logging_util.set_log_level(logging.DEBUG if logger.isEnabledFor(logging.DEBUG) else logging.WARNING)
-        engine = EngineConfigurationChannel()
-        engine.set_configuration_parameters(time_scale=time_scale)
-        self._parameters = EnvironmentParametersChannel()
+        self._parameter_values = {key: float(value) for key, value in (environment_parameters or {}).items()}
+        self._parameters: EnvironmentParametersChannel  # a new one for every launch of the player
         self._stats = StatsSideChannel()  # registered so the build's stats are kept, not logged as unknown data
-        self.set_environment_parameters(environment_parameters or {})
         self._env: _Environment | None = None
+        self._closed = False
+        self._ids = np.empty(0, np.int64)
         with self._errors("starting"):
-            self._env = _Environment(file_name=launch, worker_id=worker_id, base_port=base_port, seed=seed,
-                                     no_graphics=no_graphics, timeout_wait=timeout_wait,
-                                     additional_args=list(additional_args),
-                                     side_channels=[engine, self._parameters, self._stats], log_folder=log_folder)
-            self._env.reset()
-            self._wait_for_agents(lambda: bool(self._env.behavior_specs))
+            self._launch()
             self.behavior_name = self._choose_behavior(behavior)
             self.brain_name = self.behavior_name.split("?team=")[0]
-            self.observation_size, self.action_size = _vector_sizes(
+            self.observation_sizes, self.action_size = _vector_sizes(
                 self.behavior_name, self._env.behavior_specs[self.behavior_name])
-            self._ids = np.empty(0, np.int64)
+            self.observation_size = sum(self.observation_sizes)
             self._obs = self._take_reset_agents()
         self.num_agents = len(self._ids)
 
@@ -200,9 +254,29 @@ class UnityBatchEnv:
         with self._errors("stepping"):
             return self._step(actions)
 
+    def restart(self, workers: Sequence[int] = (0,)) -> np.ndarray:
+        """Relaunch the player (``workers`` must be ``(0,)``) with the same arguments, side-channel values and
+        engine settings, and reset it; ``[num_agents, obs]``. It must keep its behavior, sizes and agent count."""
+        if tuple(workers) != (0,):
+            raise ValueError(f"a single player has only worker 0, not {tuple(workers)}")
+        if self._closed:
+            raise UnityError("the Unity environment is closed")
+        self._shutdown(timeout=0)
+        with self._errors("restarting"):
+            self._launch()
+            spec = self._env.behavior_specs.get(self.behavior_name)
+            if spec is None or _vector_sizes(self.behavior_name, spec) != (self.observation_sizes, self.action_size):
+                raise UnityError(f"the restarted player's behaviors ({', '.join(sorted(self._env.behavior_specs))}) "
+                                 f"differ from {self.behavior_name} with observations {self.observation_sizes} and "
+                                 f"{self.action_size} actions")
+            self._obs = self._take_reset_agents()
+            return self._obs.copy()
+
     def set_environment_parameters(self, parameters: dict[str, float]) -> None:
-        """Send float environment parameters (as ``environment_parameters`` in the YAML) with the next reset/step."""
+        """Send float environment parameters (as ``environment_parameters`` in the YAML) with the next reset/step;
+        a restarted player gets the latest value of each again."""
         for key, value in parameters.items():
+            self._parameter_values[key] = float(value)
             self._parameters.set_float_parameter(key, float(value))
 
     def pop_stats(self) -> dict[str, list[tuple[float, str]]]:
@@ -213,6 +287,7 @@ class UnityBatchEnv:
 
     def close(self) -> None:
         """Ask the player to quit (status 400), wait up to ``timeout_wait`` s for it, then kill it. Idempotent."""
+        self._closed = True
         self._shutdown(timeout=None)
 
     def __enter__(self) -> UnityBatchEnv:
@@ -222,6 +297,19 @@ class UnityBatchEnv:
         self.close()
 
     # --- the protocol -----------------------------------------------------------------------------------------------
+
+    def _launch(self) -> None:
+        """Start the player (or connect to the Editor), send the engine settings and every environment parameter set
+        so far, reset it and wait for its behaviors."""
+        _check_port(self.port, self._launch_args["base_port"], self._launch_args["worker_id"])
+        engine = EngineConfigurationChannel()
+        engine.set_configuration_parameters(**self.engine_settings)
+        self._parameters = EnvironmentParametersChannel()
+        for key, value in self._parameter_values.items():
+            self._parameters.set_float_parameter(key, value)
+        self._env = _Environment(side_channels=[engine, self._parameters, self._stats], **self._launch_args)
+        self._env.reset()
+        self._wait_for_agents(lambda: bool(self._env.behavior_specs))
 
     def _step(self, actions: np.ndarray) -> UnitySteps:
         n = self.num_agents
@@ -312,14 +400,18 @@ class UnityBatchEnv:
 
     @contextmanager
     def _errors(self, doing: str) -> Iterator[None]:
-        """Turn mlagents-envs' exceptions into one-line UnityErrors; close the player on any error."""
-        if doing != "starting" and self._env is None:
+        """Turn mlagents-envs' exceptions into one-line UnityErrors (PlayerFailure for the failures mlagents-learn
+        restarts); close the player on any error."""
+        if doing not in ("starting", "restarting") and self._env is None:
             raise UnityError("the Unity environment is closed")
         try:
             yield
         except UnityError:
             self._shutdown(timeout=None)
             raise
+        except _RECOVERABLE as error:
+            self._shutdown(timeout=0)
+            raise PlayerFailure(self._describe(error, doing), workers=(0,)) from error
         except (UnityException, OSError) as error:
             self._shutdown(timeout=0)
             raise UnityError(self._describe(error, doing)) from error
@@ -355,7 +447,8 @@ class UnityBatchEnv:
 class UnityVectorEnv:
     """``num_envs`` players (worker ids ``worker_id .. worker_id+num_envs-1``, seeds ``seed + i``) as one batch:
     player ``k``'s slots follow player ``k-1``'s. Players start, reset and step concurrently in threads (the gRPC
-    waits release the GIL). Same API as :class:`UnityBatchEnv`; the keyword arguments are passed to each player."""
+    waits release the GIL). Same API as :class:`UnityBatchEnv`; the keyword arguments are passed to each player.
+    A :class:`PlayerFailure` names the failed players by index (``0 .. num_envs-1``)."""
 
     def __init__(self, file_name: str | None, *, num_envs: int, worker_id: int = 0, seed: int = 0, **kwargs) -> None:
         if num_envs < 1:
@@ -364,26 +457,22 @@ class UnityVectorEnv:
         self._closed = False
         futures = [self._pool.submit(UnityBatchEnv, file_name, worker_id=worker_id + i, seed=seed + i, **kwargs)
                    for i in range(num_envs)]
-        self.envs: list[UnityBatchEnv] = []
-        errors = []
-        for future in futures:
-            try:
-                self.envs.append(future.result())
-            except Exception as error:  # the others are closed below; the first error is the user's
-                errors.append(error)
-        if not errors:
-            first = self.envs[0]
-            odd = next((e for e in self.envs if (e.behavior_name, e.observation_size, e.action_size)
-                        != (first.behavior_name, first.observation_size, first.action_size)), None)
-            if odd is not None:
-                errors.append(UnityError(f"players disagree: {first.behavior_name} with {first.observation_size} obs/"
-                                         f"{first.action_size} actions vs {odd.behavior_name} with "
-                                         f"{odd.observation_size}/{odd.action_size}"))
+        results, errors = _gather(futures)  # the players that did start are closed below on any error
+        self.envs: list[UnityBatchEnv] = [env for env in results if env is not None]
         if errors:
             self.close()
-            raise errors[0]
+            _raise(errors)
+        first = self.envs[0]
+        odd = next((e for e in self.envs if (e.behavior_name, e.observation_sizes, e.action_size)
+                    != (first.behavior_name, first.observation_sizes, first.action_size)), None)
+        if odd is not None:
+            self.close()
+            raise UnityError(f"players disagree: {first.behavior_name} with {first.observation_sizes} obs/"
+                             f"{first.action_size} actions vs {odd.behavior_name} with "
+                             f"{odd.observation_sizes}/{odd.action_size}")
         self.behavior_name, self.brain_name = first.behavior_name, first.brain_name
-        self.observation_size, self.action_size = first.observation_size, first.action_size
+        self.observation_sizes, self.action_size = first.observation_sizes, first.action_size
+        self.observation_size = first.observation_size
         self._bounds = np.cumsum([0] + [e.num_agents for e in self.envs])
         self.num_agents = int(self._bounds[-1])
 
@@ -403,6 +492,16 @@ class UnityVectorEnv:
         steps = self._each(lambda env, part: env.step(part), parts)
         return UnitySteps(*(np.concatenate([getattr(s, f) for s in steps])
                             for f in ("obs", "reward", "terminated", "truncated", "final_obs")))
+
+    def restart(self, workers: Sequence[int]) -> np.ndarray:
+        """Relaunch the players ``workers`` (indices, as in :attr:`PlayerFailure.workers`) with their arguments, reset
+        every other; ``[num_agents, obs]``."""
+        wanted = set(workers)
+        unknown = sorted(wanted - set(range(len(self.envs))))
+        if unknown:
+            raise ValueError(f"no player {unknown[0]}: there are {len(self.envs)} (0 .. {len(self.envs) - 1})")
+        return np.concatenate(self._each(lambda env, i: env.restart() if i in wanted else env.reset(),
+                                         range(len(self.envs))))
 
     def set_environment_parameters(self, parameters: dict[str, float]) -> None:
         for env in self.envs:
@@ -428,18 +527,37 @@ class UnityVectorEnv:
     def __exit__(self, *exc_info) -> None:
         self.close()
 
-    def _each(self, work, *per_env) -> list:
-        """``work(env, *args)`` for every player at once; the first failure is raised after all have finished."""
-        futures = [self._pool.submit(work, env, *args) for env, *args in zip(self.envs, *per_env)]
-        results, errors = [], []
-        for future in futures:
-            try:
-                results.append(future.result())
-            except Exception as error:
-                errors.append(error)
+    def _each(self, work: Callable, *per_env) -> list:
+        """``work(env, *args)`` for every player at once; failures are raised (:func:`_raise`) once all finished."""
+        if self._closed:
+            raise UnityError("the Unity environment is closed")
+        results, errors = _gather([self._pool.submit(work, env, *args) for env, *args in zip(self.envs, *per_env)])
         if errors:
-            raise errors[0]
+            _raise(errors)
         return results
+
+
+def _gather(futures: list) -> tuple[list, dict[int, Exception]]:
+    """Every future's result (None where it failed) and the failures by index."""
+    results, errors = [], {}
+    for index, future in enumerate(futures):
+        try:
+            results.append(future.result())
+        except Exception as error:
+            results.append(None)
+            errors[index] = error
+    return results, errors
+
+
+def _raise(errors: dict[int, Exception]) -> None:
+    """The first error that is no player failure, else one PlayerFailure naming every failed player by index."""
+    other = next((error for error in errors.values() if not isinstance(error, PlayerFailure)), None)
+    if other is not None:
+        raise other
+    failed = tuple(sorted(errors))
+    first = errors[failed[0]]
+    also = f" (players {', '.join(map(str, failed))} failed)" if len(failed) > 1 else ""
+    raise PlayerFailure(f"{first}{also}", workers=failed) from first
 
 
 def check_policy_sizes(env: UnityBatchEnv | UnityVectorEnv, obs_size: int, action_size: int, what: str) -> None:

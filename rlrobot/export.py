@@ -1,8 +1,9 @@
 """Export a policy to the ONNX that Unity ML-Agents runs (Behavior Parameters → Model).
 
 The graph is built directly with ``onnx.helper`` in the layout ML-Agents' own exporter produces
-(``../shared/reference/mlagents.md`` §C): opset 9, input ``obs_0`` [batch, obs], the observation
-normaliser in-graph (clipped to ±5), the actor's Swish MLP, and outputs ``version_number`` (3),
+(see ``docs/onnx.md``): opset 9, input ``obs_0`` [batch, obs] (or, for a build with several vector
+sensors, ``obs_0 … obs_{k-1}`` [batch, size_i] joined by a ``Concat``), the observation normaliser
+in-graph (clipped to ±5), the actor's Swish MLP, and outputs ``version_number`` (3),
 ``memory_size`` (0), ``continuous_actions`` (a sample: μ + σ·RandomNormalLike, clipped to ±3, ÷3),
 ``continuous_action_output_shape`` and ``deterministic_continuous_actions`` (clip(μ, ±3)/3).
 Constants are initializers each feeding an ``Identity`` with the name Unity looks up.
@@ -50,12 +51,31 @@ def _dense_layers(actor_params: dict) -> tuple[list[tuple[np.ndarray, np.ndarray
     return hidden, mu, np.asarray(params["log_std"])
 
 
-def build_policy_model(agent: AgentState, spec: NetworkSpec, producer: str = "rlrobot"):
-    """The ONNX ``ModelProto`` of the agent's actor, normaliser included when ``spec.normalize``."""
+def _observation_inputs(g: _GraphBuilder, spec: NetworkSpec,
+                        observation_sizes: tuple[int, ...] | None) -> tuple[list, str]:
+    """The graph inputs, one per vector sensor, and the name of the concatenated observation."""
+    from onnx import TensorProto, helper
+
+    sizes = tuple(observation_sizes or (spec.obs_size,))
+    if sum(sizes) != spec.obs_size or min(sizes) < 1:
+        raise ValueError(f"observation sizes {sizes} do not add up to the policy's {spec.obs_size} observations")
+    names = [f"obs_{i}" for i in range(len(sizes))]
+    inputs = [helper.make_tensor_value_info(name, TensorProto.FLOAT, ["batch", size])
+              for name, size in zip(names, sizes)]
+    if len(sizes) == 1:
+        return inputs, names[0]
+    return inputs, g.node("Concat", names, "concatenated_obs", axis=1)
+
+
+def build_policy_model(agent: AgentState, spec: NetworkSpec, producer: str = "rlrobot",
+                       observation_sizes: tuple[int, ...] | None = None):
+    """The ONNX ``ModelProto`` of the agent's actor, normaliser included when ``spec.normalize``.
+
+    ``observation_sizes`` (the build's vector sensors, adding up to ``spec.obs_size``) makes one input per sensor."""
     from onnx import TensorProto, helper
 
     g = _GraphBuilder()
-    x = "obs_0"
+    inputs, x = _observation_inputs(g, spec, observation_sizes)
     if spec.normalize:
         norm = agent.actor_norm
         mean = np.asarray(norm.mean, np.float32)
@@ -85,8 +105,7 @@ def build_policy_model(agent: AgentState, spec: NetworkSpec, producer: str = "rl
     batch_out = lambda name: helper.make_tensor_value_info(name, TensorProto.FLOAT, ["batch", spec.action_size])
     scalar_out = lambda name: helper.make_tensor_value_info(name, TensorProto.FLOAT, [1])
     graph = helper.make_graph(
-        g.nodes, "rlrobot_policy",
-        [helper.make_tensor_value_info("obs_0", TensorProto.FLOAT, ["batch", spec.obs_size])],
+        g.nodes, "rlrobot_policy", inputs,
         [scalar_out("version_number"), scalar_out("memory_size"), batch_out("continuous_actions"),
          scalar_out("continuous_action_output_shape"), batch_out("deterministic_continuous_actions")],
         initializer=g.initializers,
@@ -96,12 +115,14 @@ def build_policy_model(agent: AgentState, spec: NetworkSpec, producer: str = "rl
     return model
 
 
-def export_policy(agent: AgentState, spec: NetworkSpec, path: Path) -> Path:
-    """Write the policy's ONNX to ``path`` atomically (temp file + rename) and return it."""
+def export_policy(agent: AgentState, spec: NetworkSpec, path: Path,
+                  observation_sizes: tuple[int, ...] | None = None) -> Path:
+    """Write the policy's ONNX (one input per size in ``observation_sizes``, see :func:`build_policy_model`) to
+    ``path`` atomically (temp file + rename) and return it."""
     import onnx
 
     path = Path(path)
-    model = build_policy_model(agent, spec)
+    model = build_policy_model(agent, spec, observation_sizes=observation_sizes)
     onnx.checker.check_model(model)
     tmp = path.with_suffix(path.suffix + ".tmp")
     onnx.save(model, str(tmp))
@@ -158,5 +179,10 @@ def main(argv: list[str] | None = None) -> int:
         logger.error(str(error))
         return 2
     output = args.output or checkpoint.parent / f"{metadata.get('behavior', 'policy')}.onnx"
-    logger.info(f"Exported {export_policy(agent, spec, output)}")
+    sizes = metadata.get("observation_sizes")
+    try:
+        logger.info(f"Exported {export_policy(agent, spec, output, tuple(sizes) if sizes else None)}")
+    except ValueError as error:
+        logger.error(f"{checkpoint}: {error}")
+        return 2
     return 0

@@ -1,13 +1,15 @@
 """Run an ML-Agents ``.onnx`` policy as a pure-JAX function, so it can act inside the jitted simulator.
 
-Both ML-Agents output formats are understood: the current one (input ``obs_0``, outputs
-``continuous_actions`` / ``deterministic_continuous_actions``, version 3) and the older one of the
-shipped Unity policies (input ``vector_observation``, output ``action`` [batch, n, 1], version 2).
+Both ML-Agents output formats are understood: the current one (input ``obs_0``, or ``obs_0 … obs_{k-1}`` for a
+build with several vector sensors, outputs ``continuous_actions`` / ``deterministic_continuous_actions``, version 3)
+and the older one of the shipped Unity policies (input ``vector_observation``, output ``action`` [batch, n, 1],
+version 2). The policy takes the sensors concatenated in input order and splits them by the inputs' sizes.
 The graph is interpreted op by op with ``jax.numpy``; ``RandomNormalLike`` draws from a JAX key,
 or gives zeros for the deterministic action (the distribution mean μ, clipped to ±3 and divided by 3).
 """
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -16,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-OBS_INPUTS = ("obs_0", "vector_observation")
+LEGACY_OBS_INPUT = "vector_observation"
 
 
 @dataclass(frozen=True)
@@ -83,6 +85,23 @@ def _interpret(nodes, values: dict, key: jax.Array | None) -> dict:
     return values
 
 
+def _observation_inputs(path: Path, graph) -> tuple[list[str], list[int]]:
+    """The observation inputs (``obs_0``, ``obs_1``, … in that order, or ``vector_observation``) and their sizes."""
+    inputs = {i.name: i for i in graph.input}
+    names = list(itertools.takewhile(inputs.__contains__, (f"obs_{i}" for i in range(len(inputs)))))
+    if not names and LEGACY_OBS_INPUT in inputs:
+        names = [LEGACY_OBS_INPUT]
+    if not names:
+        raise ValueError(f"{path}: no ML-Agents observation input (expected obs_0 or {LEGACY_OBS_INPUT}); found "
+                         f"{sorted(inputs)}")
+    shapes = {name: inputs[name].type.tensor_type.shape.dim for name in names}
+    odd = next((name for name, dims in shapes.items() if len(dims) != 2 or dims[1].dim_value < 1), None)
+    if odd is not None:
+        raise ValueError(f"{path}: observation input {odd} is not a vector [batch, size]; only vector observations "
+                         f"are supported")
+    return names, [shapes[name][1].dim_value for name in names]
+
+
 def load_onnx_policy(path: str | Path) -> OnnxPolicy:
     """Load an ML-Agents policy file; raise ``ValueError`` naming the file when it is not one."""
     import onnx
@@ -93,12 +112,9 @@ def load_onnx_policy(path: str | Path) -> OnnxPolicy:
         raise ValueError(f"{path}: no such ONNX file")
     model = onnx.load(str(path))
     graph = model.graph
-    inputs = {i.name: i for i in graph.input}
-    obs_name = next((n for n in OBS_INPUTS if n in inputs), None)
+    obs_names, sizes = _observation_inputs(path, graph)
+    observation_size = sum(sizes)
     outputs = {o.name for o in graph.output}
-    if obs_name is None:
-        raise ValueError(f"{path}: no ML-Agents observation input (expected one of {OBS_INPUTS}); found {sorted(inputs)}")
-    observation_size = inputs[obs_name].type.tensor_type.shape.dim[-1].dim_value
     if "deterministic_continuous_actions" in outputs:
         deterministic_out, sampled_out = "deterministic_continuous_actions", "continuous_actions"
     elif "action" in outputs:
@@ -107,10 +123,11 @@ def load_onnx_policy(path: str | Path) -> OnnxPolicy:
         raise ValueError(f"{path}: no continuous action output (continuous_actions or action); found {sorted(outputs)}")
     constants = {i.name: jnp.asarray(numpy_helper.to_array(i)) for i in graph.initializer}
     nodes = list(graph.node)
+    splits = np.cumsum(sizes)[:-1].tolist()
 
     def act(obs: jnp.ndarray, key: jax.Array | None = None) -> jnp.ndarray:
         values = dict(constants)
-        values[obs_name] = jnp.asarray(obs, jnp.float32)
+        values.update(zip(obs_names, jnp.split(jnp.asarray(obs, jnp.float32), splits, axis=1)))
         out = _interpret(nodes, values, key)[deterministic_out if key is None else sampled_out]
         return out.reshape(out.shape[0], -1)
 

@@ -14,6 +14,8 @@ Make a "build" that ``UnityEnvironment(file_name=...)`` launches like a ``.x86_6
 
 Player options (after Unity's own ``-nographics -batchmode --mlagents-port P -logFile F``, which it accepts):
 ``--agents N`` (default 8, the scene's arenas; times ``num_areas`` from the trainer), ``--decision-period K``,
-``--shuffle-order``, ``--seed S`` (default: the trainer's seed), and for failure tests ``--crash-after N`` /
-``--hang-after N`` (SIGKILL itself / stop answering after N STEP commands).
+``--shuffle-order``, ``--seed S`` (default: the trainer's seed), ``--sensors 1,18`` (the 19 observations as several
+vector sensors), and for failure tests ``--crash-after N`` / ``--hang-after N`` (SIGKILL itself / stop answering after
+N STEP commands) and ``--crash-once FILE`` (crash only if FILE does not exist yet; created first, so a relaunched
+player does not crash again). The player logs the engine settings it last received (``engine settings: {...}``).
 """

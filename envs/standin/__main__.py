@@ -20,15 +20,27 @@ def play_parser() -> argparse.ArgumentParser:
     parser.add_argument("--shuffle-order", action="store_true", help="permute the agents' order in every message")
     parser.add_argument("--seed", type=int, help="reset randomness (default: the seed the trainer sends)")
     parser.add_argument("--crash-after", type=int, help="SIGKILL itself after answering this many STEP commands")
+    parser.add_argument("--crash-once", metavar="FILE", help="with --crash-after: crash only if FILE does not exist "
+                        "yet, creating it (so a relaunched player does not crash again)")
     parser.add_argument("--hang-after", type=int, help="stop answering after this many STEP commands")
     parser.add_argument("--connect-timeout", type=float, default=60.0, help="seconds to wait for the trainer")
+    parser.add_argument("--sensors", type=_sizes, default=(), metavar="N,N,...",
+                        help="send the observation as several vector sensors of these sizes (adding up to 19)")
     return parser
+
+
+def _sizes(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a comma-separated list of sizes: {text!r}") from None
 
 
 def play(argv: list[str]) -> int:
     args, unknown = play_parser().parse_known_args(argv)  # a Unity player ignores arguments it does not know
-    if args.agents < 1 or args.decision_period < 1:
-        print("standin: --agents and --decision-period must be at least 1", file=sys.stderr)
+    problem = _check_options(args)
+    if problem:
+        print(f"standin: {problem}", file=sys.stderr)
         return 2
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     if args.log_file:
@@ -44,7 +56,22 @@ def play(argv: list[str]) -> int:
 
     return Player(PlayerOptions(port=args.mlagents_port, agents=args.agents, decision_period=args.decision_period,
                                 shuffle_order=args.shuffle_order, seed=args.seed, crash_after=args.crash_after,
-                                hang_after=args.hang_after, connect_timeout=args.connect_timeout)).run()
+                                crash_once=args.crash_once, hang_after=args.hang_after,
+                                connect_timeout=args.connect_timeout, sensors=args.sensors)).run()
+
+
+def _check_options(args: argparse.Namespace) -> str | None:
+    """What is wrong with the player options, if anything."""
+    from envs.numpy_robot import NumpyMobileRobot
+
+    if args.agents < 1 or args.decision_period < 1:
+        return "--agents and --decision-period must be at least 1"
+    if args.crash_once is not None and args.crash_after is None:
+        return "--crash-once needs --crash-after"
+    size = NumpyMobileRobot.observation_size
+    if args.sensors and (sum(args.sensors) != size or min(args.sensors) < 1):
+        return f"--sensors {','.join(map(str, args.sensors))}: the sizes must be positive and add up to {size}"
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:

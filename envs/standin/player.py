@@ -24,6 +24,7 @@ from mlagents_envs.communicator_objects.command_pb2 import QUIT, RESET, STEP  # 
 from mlagents_envs.communicator_objects.unity_message_pb2 import UnityMessageProto  # noqa: E402
 from mlagents_envs.communicator_objects.unity_to_external_pb2_grpc import UnityToExternalProtoStub  # noqa: E402
 
+from envs.numpy_robot import NumpyMobileRobot  # noqa: E402
 from envs.standin import wire  # noqa: E402
 from envs.standin.scene import Report, Scene  # noqa: E402
 
@@ -32,6 +33,7 @@ PACKAGE_VERSION = "3.0.0-standin"
 BRAIN_NAME = "MobileRobot"
 BEHAVIOR = f"{BRAIN_NAME}?team=0"
 NUM_ARENAS = 8
+OBSERVATION_SIZE = NumpyMobileRobot.observation_size
 
 log = logging.getLogger("envs.standin")
 
@@ -48,8 +50,10 @@ class PlayerOptions:
     shuffle_order: bool = False
     seed: int | None = None
     crash_after: int | None = None
+    crash_once: str | None = None
     hang_after: int | None = None
     connect_timeout: float = 60.0
+    sensors: tuple[int, ...] = ()
 
 
 class Player:
@@ -63,6 +67,8 @@ class Player:
         self.deciding = np.empty(0, np.int64)
         self.sent_brain = False
         self.steps = 0
+        self.engine_settings: dict[str, float | tuple[int, ...]] = {}  # the last value of each EngineConfiguration
+        self.sensors = _sensor_layout(options.sensors or (OBSERVATION_SIZE,))
 
     def run(self) -> int:
         try:
@@ -117,7 +123,7 @@ class Player:
 
     def _misbehave_if_asked(self) -> None:
         """``--crash-after N`` / ``--hang-after N``: after answering N STEP commands, die or go silent."""
-        if self.options.crash_after is not None and self.steps >= self.options.crash_after:
+        if self._crash_now():
             log.info(f"--crash-after {self.options.crash_after}: killing myself with SIGKILL")
             logging.shutdown()
             os.kill(os.getpid(), signal.SIGKILL)
@@ -127,6 +133,20 @@ class Player:
             while os.getppid() == parent:  # until the trainer kills us, or is gone itself
                 time.sleep(0.2)
             raise Disconnected("the trainer went away while the player was hanging")
+
+    def _crash_now(self) -> bool:
+        """``--crash-after`` is due; with ``--crash-once FILE`` only for the player that creates FILE (atomically, so
+        of several players sharing FILE one crashes, and a relaunched player does not)."""
+        options = self.options
+        if options.crash_after is None or self.steps < options.crash_after:
+            return False
+        if options.crash_once is None:
+            return True
+        try:
+            with open(options.crash_once, "x"):
+                return True
+        except FileExistsError:
+            return False
 
     def _actions(self, rl_input) -> np.ndarray:
         """The trainer's actions, one row per agent of the last decision list, in that list's order."""
@@ -140,14 +160,19 @@ class Player:
         return np.array(values, np.float32).reshape(len(rows), 2)
 
     def _apply_side_channels(self, data: bytes) -> None:
+        engine = False
         for channel, payload in wire.split(data):
             if channel == wire.ENGINE_CONFIGURATION:
                 name, values = wire.engine_setting(payload)
                 log.info(f"engine configuration: {name} = {', '.join(f'{v:g}' for v in values)}")
+                self.engine_settings[name] = values if len(values) > 1 else values[0]
+                engine = True
             elif channel == wire.ENVIRONMENT_PARAMETERS:
                 self._set_parameter(*wire.environment_parameter(payload))
             elif channel != wire.TRAINING_ANALYTICS:
                 log.warning(f"unknown side channel {channel} ({len(payload)} bytes) ignored")
+        if engine:
+            log.info(f"engine settings: {self.engine_settings!r}")
 
     def _set_parameter(self, key: str, value: float | None, what: str) -> None:
         params = self.scene.params
@@ -185,9 +210,9 @@ class Player:
         infos = rl_output.agentInfos[BEHAVIOR].value
         for robot, reward, obs, max_step in zip(report.ended.tolist(), report.end_reward.tolist(), report.end_obs,
                                                 report.max_step_reached.tolist()):
-            _add_info(infos, robot, reward, obs, done=True, max_step_reached=max_step)
+            _add_info(infos, self.sensors, robot, reward, obs, done=True, max_step_reached=max_step)
         for robot, reward, obs in zip(report.deciding.tolist(), report.decision_reward.tolist(), report.decision_obs):
-            _add_info(infos, robot, reward, obs, done=False, max_step_reached=False)
+            _add_info(infos, self.sensors, robot, reward, obs, done=False, max_step_reached=False)
         self.deciding = report.deciding
         if report.goals:
             rl_output.side_channel = b"".join(wire.stat("Environment/GoalReached", 1.0) for _ in range(report.goals))
@@ -205,14 +230,26 @@ def _fail(message: str) -> int:
     return 1
 
 
-def _add_info(infos, agent_id: int, reward: float, obs: np.ndarray, done: bool, max_step_reached: bool) -> None:
+def _sensor_layout(sizes: tuple[int, ...]) -> list[tuple[str, slice]]:
+    """``(name, part of the observation)`` per vector sensor: ``VectorSensor_size19`` alone, or
+    ``VectorSensor{i}_size{n}`` (names that sort in this order, as Unity sorts an agent's sensors by name)."""
+    if len(sizes) == 1:
+        return [(f"VectorSensor_size{sizes[0]}", slice(0, sizes[0]))]
+    bounds = np.cumsum((0,) + sizes).tolist()
+    return [(f"VectorSensor{i}_size{n}", slice(bounds[i], bounds[i + 1])) for i, n in enumerate(sizes)]
+
+
+def _add_info(infos, sensors: list[tuple[str, slice]], agent_id: int, reward: float, obs: np.ndarray, done: bool,
+              max_step_reached: bool) -> None:
     info = infos.add()
     info.id = agent_id
     info.reward = reward
     info.done = done
     info.max_step_reached = max_step_reached
-    observation = info.observations.add()
-    observation.shape.append(obs.shape[0])
-    observation.dimension_properties.append(1)  # DimensionProperty.NONE
-    observation.name = f"VectorSensor_size{obs.shape[0]}"
-    observation.float_data.data.extend(obs.tolist())
+    for name, part in sensors:
+        values = obs[part]
+        observation = info.observations.add()
+        observation.shape.append(values.shape[0])
+        observation.dimension_properties.append(1)  # DimensionProperty.NONE
+        observation.name = name
+        observation.float_data.data.extend(values.tolist())

@@ -112,3 +112,26 @@ def test_build_command(tmp_path, capsys):
     assert "-m envs.standin play" in launcher.read_text()
     with pytest.raises(ValueError, match="strips '.app'"):
         write_launcher(tmp_path / "my.apps")
+
+
+def test_sensors_are_sent_as_separate_observations(standin_build):
+    env = open_env(standin_build, "--sensors", "1,18", "--agents", "2")
+    try:
+        env.reset()
+        specs = env.behavior_specs[BEHAVIOR].observation_specs
+        assert [(s.shape, s.name) for s in specs] == [((1,), "VectorSensor0_size1"), ((18,), "VectorSensor1_size18")]
+        decisions, _ = env.get_steps(BEHAVIOR)
+        assert [o.shape for o in decisions.obs] == [(2, 1), (2, 18)]
+    finally:
+        env.close()
+
+
+@pytest.mark.parametrize("args, problem", [
+    (["--crash-once", "x"], "--crash-once needs --crash-after"),
+    (["--sensors", "1,17"], "--sensors 1,17: the sizes must be positive and add up to 19"),
+    (["--sensors", "0,19"], "the sizes must be positive"),
+])
+def test_bad_player_options_exit_2(standin_build, args, problem):
+    result = subprocess.run([str(standin_build), "--mlagents-port", "1", *args], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 2 and problem in result.stderr
