@@ -30,13 +30,31 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--deterministic", action="store_true", help="act with the distribution's mean")
     parser.add_argument("--num-envs", dest="num_envs", type=int, help="parallel robots (JAX) or Unity instances (--env)")
     parser.add_argument("--results-dir", dest="results_dir", help="results root (default: results)")
-    parser.add_argument("--base-port", dest="base_port", type=int, help="Unity: first port to listen on")
-    parser.add_argument("--time-scale", dest="time_scale", type=float, help="Unity: engine time scale")
-    parser.add_argument("--no-graphics", dest="no_graphics", action="store_true", help="Unity: run without rendering")
-    parser.add_argument("--timeout-wait", dest="timeout_wait", type=int, help="Unity: seconds to wait for the player")
+    parser.add_argument("--num-areas", dest="num_areas", type=int,
+                        help="training areas per environment (Unity: sent to the build; JAX: multiplies the robots)")
+    parser.add_argument("--torch-device", dest="device", metavar="DEVICE",
+                        help="accepted for ML-Agents compatibility; JAX picks the devices (see --devices)")
     parser.add_argument("--debug", action="store_true", help="verbose logging")
-    parser.add_argument("--env-args", dest="env_args", nargs=argparse.REMAINDER,
-                        help="Unity: arguments passed on to the player (must come last)")
+    unity = parser.add_argument_group("Unity build (--env)")
+    unity.add_argument("--base-port", dest="base_port", type=int, help="first port to listen on")
+    unity.add_argument("--timeout-wait", dest="timeout_wait", type=int, help="seconds to wait for the player")
+    unity.add_argument("--max-lifetime-restarts", dest="max_lifetime_restarts", type=int,
+                       help="times one player may crash and be relaunched (-1: no limit; default 10)")
+    unity.add_argument("--restarts-rate-limit-n", dest="restarts_rate_limit_n", type=int,
+                       help="restarts of one player allowed per period (-1: no limit; default 1)")
+    unity.add_argument("--restarts-rate-limit-period-s", dest="restarts_rate_limit_period_s", type=int,
+                       help="the period of --restarts-rate-limit-n, in seconds (default 60)")
+    unity.add_argument("--width", type=int, help="player window width (default 84)")
+    unity.add_argument("--height", type=int, help="player window height (default 84)")
+    unity.add_argument("--quality-level", dest="quality_level", type=int, help="Unity quality level (default 5)")
+    unity.add_argument("--time-scale", dest="time_scale", type=float, help="engine time scale (default 20)")
+    unity.add_argument("--target-frame-rate", dest="target_frame_rate", type=int, help="default -1: unlimited")
+    unity.add_argument("--capture-frame-rate", dest="capture_frame_rate", type=int, help="default 60")
+    unity.add_argument("--no-graphics", dest="no_graphics", action="store_true", help="run without rendering")
+    unity.add_argument("--no-graphics-monitor", dest="no_graphics_monitor", action="store_true",
+                       help="render only the first player (the others run with -nographics)")
+    unity.add_argument("--env-args", dest="env_args", nargs=argparse.REMAINDER,
+                       help="arguments passed on to the player (must come last)")
     scale = parser.add_argument_group("scale out (JAX robot)")
     scale.add_argument("--devices", type=int, help="split the robots across this many devices (default: all)")
     scale.add_argument("--seeds", type=int, help="train this many seeds (seed, seed+1, ...) in one compiled program")
@@ -85,7 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as error:
         logger.error(str(error))
         return 2
-    from rlrobot.runner import RunError, run_training  # jax loads only once the arguments are good
+    from rlrobot.run import RunError
+    from rlrobot.runner import run_training  # jax loads only once the arguments are good
 
     try:
         if settings.env_settings.env_path is not None:

@@ -186,6 +186,9 @@ class RewardSignalSettings:
 
     gamma: float = 0.99
     strength: float = 1.0
+    # Used by ML-Agents' curiosity/GAIL/RND networks only; kept so configuration.yaml and the Hyperparameters text
+    # carry it as ML-Agents writes them.
+    network_settings: NetworkSettings = field(default_factory=NetworkSettings)
 
     def __post_init__(self) -> None:
         _require(_is_real(self.gamma) and 0 <= self.gamma < 1, "gamma", self.gamma, "must be in [0, 1)")
@@ -240,6 +243,10 @@ class TrainerSettings:
             "network_settings.memory: recurrent networks are not supported by rlrobot; remove the memory section."
         )
 
+    def as_dict(self) -> dict[str, Any]:
+        """The fully defaulted block as ML-Agents' ``TrainerSettings.as_dict()`` lays it out (hyperparameters text)."""
+        return _plain(self)
+
     @property
     def gamma(self) -> float:
         """Discount of the extrinsic reward, the only one GAE uses."""
@@ -272,6 +279,11 @@ class EnvironmentSettings:
         if self.num_envs is not None:
             _require_positive_ints(self, "num_envs")
         _require_positive_ints(self, "num_areas", "timeout_wait")
+        for name in ("max_lifetime_restarts", "restarts_rate_limit_n"):
+            value = getattr(self, name)
+            _require(value >= -1, name, value, "must be -1 (no limit) or a count >= 0")
+        period = self.restarts_rate_limit_period_s
+        _require(period >= 0, "restarts_rate_limit_period_s", period, "must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -289,6 +301,9 @@ class EngineSettings:
 
     def __post_init__(self) -> None:
         _require_positive_ints(self, "width", "height")
+        _require(self.quality_level >= 0, "quality_level", self.quality_level, "must be >= 0")
+        _require(self.target_frame_rate >= -1, "target_frame_rate", self.target_frame_rate, "must be -1 or >= 0")
+        _require(self.capture_frame_rate >= 0, "capture_frame_rate", self.capture_frame_rate, "must be >= 0")
         _require(_is_real(self.time_scale) and self.time_scale > 0, "time_scale", self.time_scale, "must be > 0")
 
 
@@ -367,12 +382,8 @@ class RunSettings:
 
 # Accepted when null (ML-Agents writes them so) and written back as null.
 _NULL_ONLY_KEYS: dict[type, tuple[str, ...]] = {TrainerSettings: ("self_play", "behavioral_cloning")}
-# Accepted and dropped: ``framework`` is deprecated in ML-Agents; an extrinsic
-# signal's ``network_settings`` is unused there too, yet ML-Agents writes it.
-_IGNORED_KEYS: dict[type, tuple[str, ...]] = {
-    TrainerSettings: ("framework",),
-    RewardSignalSettings: ("network_settings",),
-}
+# Accepted and dropped: ``framework`` is deprecated in ML-Agents.
+_IGNORED_KEYS: dict[type, tuple[str, ...]] = {TrainerSettings: ("framework",)}
 
 
 def _plain(obj: Any) -> Any:

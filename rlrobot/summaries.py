@@ -93,16 +93,32 @@ def _format_extra(key: str, value: float) -> str:
 
 
 def console_line(behavior: str, step: int, elapsed_s: float, mean_reward: float | None, std_reward: float | None,
-                 training: bool, extra: dict[str, float] | None = None) -> str:
-    """ML-Agents' ``ConsoleWriter`` summary line (without the ``[INFO] `` prefix, which the log formatter adds)."""
+                 training: bool) -> str:
+    """ML-Agents' ``ConsoleWriter`` summary line, byte for byte (without the ``[INFO] `` prefix the formatter adds)."""
     pieces = [behavior, f"Step: {step}", f"Time Elapsed: {elapsed_s:0.3f} s"]
     if mean_reward is None or std_reward is None or not math.isfinite(mean_reward):
         pieces.append("No episode was completed since last summary")
     else:
         pieces += [f"Mean Reward: {mean_reward:0.3f}", f"Std of Reward: {std_reward:0.3f}"]
-    pieces += [_format_extra(key, float(value)) for key, value in (extra or {}).items() if math.isfinite(float(value))]
     pieces.append("Training" if training else "Not Training")
     return ". ".join(pieces) + "."
+
+
+def extras_line(behavior: str, step: int, extra: dict[str, float]) -> str:
+    """rlrobot's own figures for a summary, on a line of their own so that ML-Agents' line stays parseable."""
+    pieces = [_format_extra(key, float(value)) for key, value in extra.items() if math.isfinite(float(value))]
+    return ". ".join([behavior, f"Step: {step}", *pieces]) + "."
+
+
+def hyperparameters_text(settings: dict[str, Any], depth: int = 0) -> str:
+    """ML-Agents' ``_dict_to_str``: one ``key:<tab>value`` per line, nested levels indented by two spaces.
+
+    Used for the console's "Hyperparameters for behavior name" block and the TensorBoard text summary, as in ML-Agents.
+    """
+    if not isinstance(settings, dict):
+        return str(settings)
+    lines = [f"\t{'  ' * depth}{key}:\t{hyperparameters_text(value, depth + 1)}" for key, value in settings.items()]
+    return ("\n" if depth > 0 else "") + "\n".join(lines)
 
 
 # --- TensorBoard + metrics.jsonl ------------------------------------------------------------------------------
@@ -134,15 +150,18 @@ class SummaryWriter:
                 logger.error(f"{path} was left over from a previous run and not deleted.")
 
     def write(self, step: int, scalars: dict[str, float], wall_time: float, steps_per_second: float,
-              reward_histogram: np.ndarray | None = None) -> None:
-        """One summary point. Undefined (NaN) values are left out of TensorBoard, as ML-Agents writes no point then."""
+              histograms: dict[str, np.ndarray] | None = None) -> None:
+        """One summary point. Undefined (NaN) values are left out of TensorBoard, as ML-Agents writes no point then.
+
+        ``histograms`` maps a tag to the values it summarises; ML-Agents writes them as ``<tag>_hist``.
+        """
         values = [Summary.Value(tag=tag, simple_value=number) for tag, number in
                   ((tag, _finite_or_none(value)) for tag, value in scalars.items()) if number is not None]
-        returns = np.asarray([] if reward_histogram is None else reward_histogram, dtype=np.float64).ravel()
-        returns = returns[np.isfinite(returns)]
-        if returns.size:
-            histogram = tb_summary.make_histogram(returns, bins="auto")
-            values.append(Summary.Value(tag=f"{REWARD_TAG}_hist", histo=histogram))
+        for tag, samples in (histograms or {}).items():
+            samples = np.asarray(samples, dtype=np.float64).ravel()
+            samples = samples[np.isfinite(samples)]
+            if samples.size:
+                values.append(Summary.Value(tag=f"{tag}_hist", histo=tb_summary.make_histogram(samples, bins="auto")))
         self._tb.add_summary(Summary(value=values), int(step))
         line = {"step": int(step), "wall_time": _finite_or_none(wall_time),
                 "steps_per_second": _finite_or_none(steps_per_second)}
@@ -162,6 +181,36 @@ class SummaryWriter:
     def close(self) -> None:
         self._tb.close()
         self._metrics.close()
+
+
+class EnvironmentStats:
+    """What a Unity build reports through ``StatsRecorder``, aggregated for each summary as ML-Agents does.
+
+    ``average`` and ``histogram`` stats are written as their mean (a histogram also as ``<key>_hist``), ``sum`` as
+    their sum, ``most_recent`` as the last value received.
+    """
+
+    def __init__(self) -> None:
+        self._values: dict[str, list[float]] = {}
+        self._methods: dict[str, str] = {}
+
+    def add(self, reported: dict[str, list[tuple[float, str]]]) -> None:
+        """``{key: [(value, aggregation)]}`` as ``UnityBatchEnv.pop_stats`` returns it."""
+        for key, entries in reported.items():
+            for value, method in entries:
+                values = self._values.setdefault(key, [])
+                if method == "most_recent":
+                    values.clear()
+                values.append(float(value))
+                self._methods[key] = method
+
+    def take(self) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+        """The period's scalars and histograms; starts a new period."""
+        scalars = {key: float(np.sum(v) if self._methods[key] == "sum" else np.mean(v))
+                   for key, v in self._values.items() if v}
+        histograms = {key: np.asarray(v) for key, v in self._values.items() if v and self._methods[key] == "histogram"}
+        self._values.clear()
+        return scalars, histograms
 
 
 # --- progress bar ---------------------------------------------------------------------------------------------
@@ -231,7 +280,7 @@ class Timers:
     """Where the wall time went (compile vs train), in ML-Agents' ``timers.json`` shape so its readers still work."""
 
     def __init__(self, argv: list[str] | None = None) -> None:
-        self._start = time.perf_counter()
+        self.started = time.perf_counter()
         self._root = _TimerNode()
         self._stack = [self._root]
         self._gauges: dict[str, _Gauge] = {}
@@ -267,7 +316,7 @@ class Timers:
 
     def as_dict(self) -> dict[str, Any]:
         """The root counts once and lasts from construction until now."""
-        self._root.total, self._root.count = time.perf_counter() - self._start, 1
+        self._root.total, self._root.count = time.perf_counter() - self.started, 1
         gauges = {name: vars(g).copy() for name, g in self._gauges.items()}
         meta = {**self._metadata, "end_time_seconds": str(int(time.time()))}
         return {"name": "root", "gauges": gauges, "metadata": meta, **self._root.tree()}

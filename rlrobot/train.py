@@ -1,10 +1,11 @@
 """The jitted PPO iteration: rollout over vmapped robots, normaliser update, GAE and the epoch/minibatch update.
 
 One iteration collects ``num_envs × rollout_steps`` agent transitions (≥ ``buffer_size``) and updates on all of
-them, as ML-Agents does once its buffer is full. ``train_iterations`` runs a dynamic number of iterations in one
-compiled ``lax.while_loop`` and returns summed metrics, so the host wakes only to log and save, and a changing
+them, as ML-Agents does once its buffer is full. ``make_train_iterations`` runs a dynamic number of iterations in
+one compiled ``lax.while_loop`` and returns summed metrics, so the host wakes only to log and save, and a changing
 number of iterations per wake-up never recompiles. The same program runs split across devices (``mesh``, see
-``parallel``) and vmapped over independent runs (``num_runs``: seeds, and swept ``Hyperparams``).
+``parallel``) and vmapped over independent runs (``batched``: seeds, and swept ``Hyperparams``). Device code only:
+``rlrobot.trainer`` builds it from settings, ``rlrobot.runner`` drives it.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from typing import Any
 import chex
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax import struct
 
@@ -24,6 +26,7 @@ from jax.sharding import Mesh
 from envs.api import Environment
 from rlrobot import parallel, ppo
 from rlrobot.config import TrainerSettings
+from rlrobot.run import Summary
 from rlrobot.networks import (AgentState, NetworkSpec, env_action, init_agent, policy_distribution, sample_action,
                               update_normalizers, value_estimate)
 
@@ -47,6 +50,7 @@ class TrainSpec:
     learning_rate_schedule: str
     beta_schedule: str
     epsilon_schedule: str
+    reward_strength: float = 1.0   # reward_signals.extrinsic.strength: the learner's reward is the env's times it
 
     @property
     def steps_per_iteration(self) -> int:
@@ -67,14 +71,14 @@ def make_train_spec(settings: TrainerSettings, obs_size: int, action_size: int, 
     hp, net = settings.hyperparameters, settings.network_settings
     return TrainSpec(
         network=NetworkSpec(obs_size=obs_size, action_size=action_size, hidden_units=net.hidden_units,
-                            num_layers=net.num_layers, normalize=net.normalize),
+                            num_layers=net.num_layers, normalize=net.normalize, shared_critic=hp.shared_critic),
         num_envs=num_envs,
         rollout_steps=math.ceil(hp.buffer_size / num_envs),
         batch_size=min(hp.batch_size, num_envs * math.ceil(hp.buffer_size / num_envs)),
         num_epoch=hp.num_epoch, time_horizon=settings.time_horizon, gamma=settings.gamma, lambd=hp.lambd,
         max_steps=settings.max_steps, learning_rate=hp.learning_rate, beta=hp.beta, epsilon=hp.epsilon,
         learning_rate_schedule=hp.learning_rate_schedule, beta_schedule=hp.beta_schedule,
-        epsilon_schedule=hp.epsilon_schedule,
+        epsilon_schedule=hp.epsilon_schedule, reward_strength=settings.reward_signals["extrinsic"].strength,
     )
 
 
@@ -118,11 +122,20 @@ class TrainState:
     step: jnp.ndarray
 
 
+RETURNS_SAMPLE = 1024  # episode returns kept per summary for the Cumulative Reward histogram
+
+
 @struct.dataclass
 class Metrics:
-    """Sums over the iterations since the host last looked; ``Metrics.mean`` turns them into summary scalars."""
+    """Sums over the iterations since the host last looked; ``summary_scalars`` turns them into summary scalars.
+
+    ``iterations`` counts rollouts (the divisor of ``entropy``), ``updates`` the buffers learned from (the divisor of
+    the learned fields: with a threaded Unity run a rollout's update can land in the next summary). ``returns_sample``
+    holds the first ``RETURNS_SAMPLE`` episode returns of the period, in order, for the reward histogram.
+    """
 
     iterations: jnp.ndarray
+    updates: jnp.ndarray
     episodes: jnp.ndarray
     episode_return: jnp.ndarray
     episode_return_sq: jnp.ndarray
@@ -138,17 +151,37 @@ class Metrics:
     beta: jnp.ndarray
     epsilon: jnp.ndarray
     loss_is_finite: jnp.ndarray
+    returns_sample: jnp.ndarray
 
     @classmethod
     def zeros(cls) -> "Metrics":
-        fields = cls.__dataclass_fields__
-        values = {name: jnp.float32(0.0) for name in fields}
+        values = {name: jnp.float32(0.0) for name in cls.__dataclass_fields__}
         values["loss_is_finite"] = jnp.bool_(True)
+        values["returns_sample"] = jnp.zeros(RETURNS_SAMPLE, jnp.float32)
         return cls(**values)
 
     def add(self, other: "Metrics") -> "Metrics":
+        """Sum two periods; the returns sample keeps this period's episodes, then the other's."""
         summed = jax.tree.map(jnp.add, self, other)
-        return summed.replace(loss_is_finite=self.loss_is_finite & other.loss_is_finite)
+        return summed.replace(loss_is_finite=self.loss_is_finite & other.loss_is_finite,
+                              returns_sample=_append_sample(self.returns_sample, self.episodes, other.returns_sample))
+
+
+def _append_sample(first: jnp.ndarray, count: jnp.ndarray, second: jnp.ndarray) -> jnp.ndarray:
+    """The first ``min(count, C)`` entries of ``first`` followed by ``second``, cut to C (leading axes: runs)."""
+    size = first.shape[-1]
+    index = jnp.arange(size)
+    kept = jnp.minimum(jnp.asarray(count, jnp.int32), size)[..., None]
+    later = jnp.take_along_axis(second, jnp.clip(index - kept, 0, size - 1), axis=-1)
+    return jnp.where(index < kept, first, later)
+
+
+def returns_sample(ended_returns: jnp.ndarray, ended: jnp.ndarray) -> jnp.ndarray:
+    """The first ``RETURNS_SAMPLE`` returns of episodes that ended, in time order, from ``[T, N]`` arrays."""
+    flat_ended, flat_returns = ended.reshape(-1), ended_returns.reshape(-1)
+    position = jnp.cumsum(flat_ended) - 1
+    target = jnp.where(flat_ended & (position < RETURNS_SAMPLE), position, RETURNS_SAMPLE)
+    return jnp.zeros(RETURNS_SAMPLE, jnp.float32).at[target].set(flat_returns, mode="drop")
 
 
 def make_optimizer() -> optax.GradientTransformation:
@@ -177,6 +210,15 @@ class Transition:
     next_obs: jnp.ndarray    # the real next observation (the final one when an episode ended)
 
 
+@struct.dataclass
+class EpisodeEnds:
+    """Per robot and decision: whether an episode ended there, and its return and length if so."""
+
+    done: jnp.ndarray
+    returns: jnp.ndarray
+    lengths: jnp.ndarray
+
+
 def _rollout_step(env: Environment, env_params, spec: TrainSpec, explore: bool, carry, key):
     """One decision for every robot: act, step, and book-keep episodes and trajectory cuts."""
     agent, env_state, obs, tracker = carry
@@ -190,23 +232,32 @@ def _rollout_step(env: Environment, env_params, spec: TrainSpec, explore: bool, 
     transition = Transition(obs=obs, raw_action=raw, log_prob=ppo.gaussian_log_prob(raw, mu, log_std), reward=reward,
                             terminated=terminated, truncated=truncated | cut, next_obs=info["final_obs"])
     returns, lengths = tracker.returns + reward, tracker.lengths + 1.0
-    finished = Metrics.zeros().replace(
-        episodes=jnp.sum(done, dtype=jnp.float32), episode_return=jnp.sum(jnp.where(done, returns, 0.0)),
-        episode_return_sq=jnp.sum(jnp.where(done, returns**2, 0.0)), episode_length=jnp.sum(jnp.where(done, lengths, 0.0)),
-        successes=jnp.sum(terminated, dtype=jnp.float32), entropy=jnp.mean(ppo.gaussian_entropy(log_std)))
+    ends = EpisodeEnds(done=done, returns=returns, lengths=lengths)
     tracker = EpisodeTracker(returns=jnp.where(done, 0.0, returns), lengths=jnp.where(done, 0.0, lengths),
                              trajectory_length=jnp.where(done | cut, 0, trajectory_length))
-    return (agent, env_state, next_obs, tracker), (transition, finished)
+    return (agent, env_state, next_obs, tracker), (transition, ends, jnp.mean(ppo.gaussian_entropy(log_std)))
+
+
+def episode_metrics(ends: EpisodeEnds, terminated: jnp.ndarray, entropy: jnp.ndarray) -> Metrics:
+    """One rollout's episode sums from its ``[T, N]`` episode ends (shared by the JAX and the Unity rollouts)."""
+    done = ends.done
+    return Metrics.zeros().replace(
+        iterations=jnp.float32(1.0), episodes=jnp.sum(done, dtype=jnp.float32),
+        episode_return=jnp.sum(jnp.where(done, ends.returns, 0.0)),
+        episode_return_sq=jnp.sum(jnp.where(done, ends.returns**2, 0.0)),
+        episode_length=jnp.sum(jnp.where(done, ends.lengths, 0.0)),
+        successes=jnp.sum(terminated, dtype=jnp.float32), entropy=jnp.mean(entropy),
+        returns_sample=returns_sample(ends.returns, done))
 
 
 def collect(env: Environment, env_params, spec: TrainSpec, state: TrainState, key, explore: bool = True):
     """Roll all robots ``rollout_steps`` decisions; returns the advanced state, time-major transitions, episode sums."""
     carry = (state.agent, state.env_state, state.obs, state.tracker)
     step = partial(_rollout_step, env, env_params, spec, explore)
-    (_, env_state, obs, tracker), (transitions, finished) = jax.lax.scan(step, carry, jax.random.split(key, spec.rollout_steps))
-    episodes = jax.tree.map(jnp.sum, finished).replace(entropy=jnp.mean(finished.entropy), loss_is_finite=jnp.bool_(True))
+    (_, env_state, obs, tracker), (transitions, ends, entropy) = jax.lax.scan(
+        step, carry, jax.random.split(key, spec.rollout_steps))
     state = state.replace(env_state=env_state, obs=obs, tracker=tracker, step=state.step + spec.steps_per_iteration)
-    return state, transitions, episodes
+    return state, transitions, episode_metrics(ends, transitions.terminated, entropy)
 
 
 def _flatten(x: jnp.ndarray) -> jnp.ndarray:
@@ -215,11 +266,13 @@ def _flatten(x: jnp.ndarray) -> jnp.ndarray:
 
 def make_batch(agent: AgentState, transitions: Transition, spec: TrainSpec,
                hparams: Hyperparams | None = None) -> ppo.Batch:
-    """Values with the freshly updated normaliser, GAE per robot, advantages standardised over the whole buffer."""
+    """Values with the freshly updated normaliser, GAE per robot on the strength-scaled reward (ML-Agents' extrinsic
+    signal), advantages standardised over the whole buffer."""
     hp = Hyperparams.from_spec(spec) if hparams is None else hparams
     values = value_estimate(agent.params, agent.critic_norm, transitions.obs, spec.network)
     next_values = value_estimate(agent.params, agent.critic_norm, transitions.next_obs, spec.network)
-    advantages, returns = ppo.compute_gae(transitions.reward, values, next_values, transitions.terminated,
+    rewards = transitions.reward * spec.reward_strength
+    advantages, returns = ppo.compute_gae(rewards, values, next_values, transitions.terminated,
                                           transitions.truncated, hp.gamma, hp.lambd)
     return ppo.Batch(obs=_flatten(transitions.obs), raw_action=_flatten(transitions.raw_action),
                      log_prob=_flatten(transitions.log_prob), value=_flatten(values),
@@ -260,7 +313,7 @@ def _all_finite(tree) -> jnp.ndarray:
     return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
 
 
-LEARNED_FIELDS = ("value_estimate", "policy_loss", "value_loss", "approx_kl", "clip_fraction", "learning_rate", "beta",
+LEARNED_FIELDS = ("updates", "value_estimate", "policy_loss", "value_loss", "approx_kl", "clip_fraction", "learning_rate", "beta",
                   "epsilon", "loss_is_finite")
 
 
@@ -278,7 +331,7 @@ def learn(agent: AgentState, opt_state, transitions: Transition, step: jnp.ndarr
     batch = make_batch(agent, transitions, spec, hp)
     agent, opt_state, losses = update(agent, opt_state, batch, schedule, key, spec, mesh)
     metrics = Metrics.zeros().replace(
-        value_estimate=jnp.mean(batch.value), policy_loss=jnp.mean(losses["policy_loss"]),
+        updates=jnp.float32(1.0), value_estimate=jnp.mean(batch.value), policy_loss=jnp.mean(losses["policy_loss"]),
         value_loss=jnp.mean(losses["value_loss"]), approx_kl=jnp.mean(losses["approx_kl"]),
         clip_fraction=jnp.mean(losses["clip_fraction"]), learning_rate=schedule.learning_rate, beta=schedule.beta,
         epsilon=schedule.epsilon, loss_is_finite=jnp.all(losses["loss_is_finite"]) & _all_finite(agent.params))
@@ -286,27 +339,32 @@ def learn(agent: AgentState, opt_state, transitions: Transition, step: jnp.ndarr
 
 
 def iteration(env: Environment, env_params, spec: TrainSpec, state: TrainState, hparams: Hyperparams | None = None,
-              mesh: Mesh | None = None) -> tuple[TrainState, Metrics]:
-    """One PPO iteration: collect, then ``learn``. Pure; jit it (``train_iterations`` does)."""
+              mesh: Mesh | None = None, deterministic: bool = False) -> tuple[TrainState, Metrics]:
+    """One PPO iteration: collect (acting with the mean when ``deterministic``, as ML-Agents' flag does), then
+    ``learn``. Pure; jit it (``make_train_iterations`` does)."""
     key, key_collect, key_update = jax.random.split(state.key, 3)
     step = state.step
-    state, transitions, episodes = collect(env, env_params, spec, state.replace(key=key), key_collect)
+    state, transitions, episodes = collect(env, env_params, spec, state.replace(key=key), key_collect,
+                                           explore=not deterministic)
     agent, opt_state, learned = learn(state.agent, state.opt_state, transitions, step, key_update, spec, hparams, mesh)
-    metrics = episodes.replace(iterations=jnp.float32(1.0), **{name: getattr(learned, name) for name in LEARNED_FIELDS})
+    metrics = episodes.replace(**{name: getattr(learned, name) for name in LEARNED_FIELDS})
     return state.replace(agent=agent, opt_state=opt_state), metrics
 
 
 def inference_iteration(env: Environment, env_params, spec: TrainSpec, state: TrainState,
                         hparams: Hyperparams | None = None, mesh: Mesh | None = None,
                         deterministic: bool = False) -> tuple[TrainState, Metrics]:
-    """``--inference``: act (sampled, or the mean with ``--deterministic``) and report episodes, without learning.
+    """``--inference``: act (sampled, or the mean with ``--deterministic``) and report episodes, entropy and the value
+    estimate, as ML-Agents does, without learning.
 
     Takes ``iteration``'s arguments so one loop drives both; acting needs no hyperparameters, and the robots' sharding
     follows the state's.
     """
     key, key_collect = jax.random.split(state.key)
-    state, _, episodes = collect(env, env_params, spec, state.replace(key=key), key_collect, explore=not deterministic)
-    return state, episodes.replace(iterations=jnp.float32(1.0))
+    state, transitions, episodes = collect(env, env_params, spec, state.replace(key=key), key_collect,
+                                           explore=not deterministic)
+    values = value_estimate(state.agent.params, state.agent.critic_norm, transitions.obs, spec.network)
+    return state, episodes.replace(updates=jnp.float32(1.0), value_estimate=jnp.mean(values))
 
 
 def make_train_iterations(env: Environment, env_params, spec: TrainSpec, inference: bool = False,
@@ -317,7 +375,7 @@ def make_train_iterations(env: Environment, env_params, spec: TrainSpec, inferen
     ``mesh`` splits the robots across its devices (pass a state placed with ``parallel.place``); ``batched``
     vmaps independent runs: every leaf of the state (and of ``hparams``, if given) has a leading run axis.
     """
-    body_fn = partial(inference_iteration, deterministic=deterministic) if inference else iteration
+    body_fn = partial(inference_iteration if inference else iteration, deterministic=deterministic)
 
     def run(state: TrainState, num_iterations: jnp.ndarray,
             hparams: Hyperparams | None = None) -> tuple[TrainState, Metrics]:
@@ -338,27 +396,46 @@ def make_train_iterations(env: Environment, env_params, spec: TrainSpec, inferen
     return jax.jit(jax.vmap(run, in_axes=(0, None, 0)) if batched else run)
 
 
-def summary_scalars(metrics: Metrics, inference: bool = False) -> dict[str, float]:
-    """Host side: turn summed metrics into ML-Agents' TensorBoard tags (plus ``Environment/Success Rate``)."""
+def summary_scalars(metrics: Metrics, inference: bool = False, reward_strength: float = 1.0) -> dict[str, float]:
+    """Host side: summed metrics as ML-Agents' TensorBoard tags (plus ``Environment/Success Rate``).
+
+    As in ML-Agents, ``Episode Length`` counts an episode's decisions but the first (ML-Agents books a step only when
+    the next one arrives, and an episode's end is not counted), ``Policy/Extrinsic Reward`` is the episode return
+    times the signal's strength, and ``--inference`` still reports entropy and the value estimate.
+    """
     m = jax.device_get(metrics)
-    n = max(float(m.iterations), 1.0)
     scalars: dict[str, float] = {}
     if m.episodes > 0:
         mean = float(m.episode_return / m.episodes)
         scalars["Environment/Cumulative Reward"] = mean
-        scalars["Environment/Episode Length"] = float(m.episode_length / m.episodes)
+        scalars["Environment/Episode Length"] = float((m.episode_length - m.episodes) / m.episodes)
         scalars["Environment/Success Rate"] = float(m.successes / m.episodes)
-    if not inference:
-        scalars.update({
-            "Policy/Entropy": float(m.entropy / n),
-            "Policy/Extrinsic Value Estimate": float(m.value_estimate / n),
-            "Policy/Learning Rate": float(m.learning_rate / n),
-            "Policy/Epsilon": float(m.epsilon / n),
-            "Policy/Beta": float(m.beta / n),
-            "Losses/Policy Loss": float(m.policy_loss / n),
-            "Losses/Value Loss": float(m.value_loss / n),
-        })
+        scalars["Policy/Extrinsic Reward"] = reward_strength * mean
+    if m.iterations > 0:
+        scalars["Policy/Entropy"] = float(m.entropy / m.iterations)
+    if m.updates > 0:
+        scalars["Policy/Extrinsic Value Estimate"] = float(m.value_estimate / m.updates)
+        if not inference:
+            scalars.update({tag: float(getattr(m, name) / m.updates) for tag, name in LEARNED_TAGS.items()})
     return scalars
+
+
+LEARNED_TAGS = {"Policy/Learning Rate": "learning_rate", "Policy/Epsilon": "epsilon", "Policy/Beta": "beta",
+                "Losses/Policy Loss": "policy_loss", "Losses/Value Loss": "value_loss"}
+
+
+def episode_returns(metrics: Metrics) -> np.ndarray:
+    """The sampled episode returns of a summary period (for the ``Cumulative Reward`` histogram)."""
+    m = jax.device_get(metrics)
+    return np.asarray(m.returns_sample)[:int(min(m.episodes, RETURNS_SAMPLE))]
+
+
+def summarize(metrics: Metrics, training: bool, reward_strength: float = 1.0) -> Summary:
+    """One run's summary period (host metrics, no run axis) as the scalars, histogram and console figures to write."""
+    mean, std = reward_mean_std(metrics)
+    return Summary(scalars=summary_scalars(metrics, inference=not training, reward_strength=reward_strength),
+                   histograms={"Environment/Cumulative Reward": episode_returns(metrics)},
+                   mean_reward=mean, std_reward=std)
 
 
 def reward_mean_std(metrics: Metrics) -> tuple[float | None, float | None]:

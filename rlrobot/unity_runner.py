@@ -1,49 +1,35 @@
-"""Training on a Unity build (``rlrobot-learn CONFIG --env PATH``): a host rollout, the same jitted PPO update.
+"""The Unity loop of ``rlrobot-learn CONFIG --env PATH``: a host rollout on the players, the same jitted PPO update.
 
-The players run as separate processes behind mlagents-envs (:mod:`envs.unity`); this module steps them with the
-policy jitted on the host batch, fills the same time-major :class:`rlrobot.train.Transition` buffer the JAX rollout
-scans into, and hands it to the same normaliser update, GAE and epoch/minibatch update. Results folder, tags,
-checkpoints and ONNX are the JAX path's. With ``threaded: true`` the update of one buffer runs in a worker thread
-while the players collect the next one with the previous parameters, as ML-Agents' threaded trainer does (the data
-is then one update behind the parameters it is learned into; PPO's ratio accounts for it).
+The players run as separate processes behind mlagents-envs (:mod:`envs.unity`); :class:`HostRollout` steps them
+with the policy jitted on the host batch and fills the same time-major :class:`rlrobot.train.Transition` buffer the
+JAX rollout scans into; ``trainer.build_unity_trainer`` provides the policy and ``train.learn``, and ``run`` owns the
+folder, summaries and checkpoints, as on the JAX path. With ``threaded: true`` the update of one buffer runs in a
+worker thread while the players collect the next one with the previous parameters, as ML-Agents' threaded trainer
+does (the data is then one update behind the parameters it is learned into; PPO's ratio accounts for it). A player
+that crashes is relaunched with ML-Agents' restart limits (``max_lifetime_restarts``, ``restarts_rate_limit_n``
+per ``restarts_rate_limit_period_s``); the buffer being collected is dropped, as ML-Agents drops its trajectories.
 """
 from __future__ import annotations
 
 import logging
 import os
-import shutil
-import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import struct
 
-from rlrobot import __version__, ppo
-from rlrobot.checkpoints import CheckpointError, CheckpointManager, load_checkpoint
-from rlrobot.config import ConfigError, RunSettings, TrainerSettings
+from rlrobot import __version__
+from rlrobot.config import ConfigError, RunSettings
 from rlrobot.export import export_policy
-from rlrobot.networks import AgentState, NetworkSpec, env_action, init_agent, policy_distribution, sample_action
-from rlrobot.runner import (EXISTS_MESSAGE, RunError, RunPaths, StopRequest, checkpoint_metadata, next_multiple, prepare_run_dir,
-                            resolve_seed, write_summary)
-from rlrobot.summaries import Progress, SummaryWriter, Timers, TrainingStatus
-from rlrobot.train import LEARNED_FIELDS, Metrics, TrainSpec, Transition, learn, make_optimizer, make_train_spec
+from rlrobot.networks import AgentState
+from rlrobot.run import Cadence, Run, RunError, StopRequest, SummaryClock, check_run_dir, resolve_seed, run_dir, with_num_envs
+from rlrobot.summaries import Progress, Timers, hyperparameters_text
+from rlrobot.train import LEARNED_FIELDS, EpisodeEnds, Metrics, TrainSpec, Transition, episode_metrics, summarize
+from rlrobot.trainer import UnityTrainer, UnityTrainState, build_unity_trainer, checkpoint_metadata
 
 logger = logging.getLogger("rlrobot")
-
-
-@struct.dataclass
-class UnityTrainState:
-    """What a Unity run carries between updates; the players' own state lives in their processes."""
-
-    agent: AgentState
-    opt_state: Any
-    key: jnp.ndarray
-    step: jnp.ndarray
 
 
 def unity_environment_parameters(parameters: dict | None) -> dict[str, float]:
@@ -58,15 +44,20 @@ def unity_environment_parameters(parameters: dict | None) -> dict[str, float]:
 
 
 def open_unity(settings: RunSettings, seed: int, log_folder: Path | None):
-    """The build's players: one ``UnityBatchEnv`` or ``--num-envs`` of them side by side."""
+    """The build's players: one ``UnityBatchEnv`` or ``--num-envs`` of them side by side, launched with the engine
+    settings mlagents-learn sends."""
     from envs.unity import UnityBatchEnv, UnityVectorEnv
 
     es, engine = settings.env_settings, settings.engine_settings
-    names = [name for name in settings.behaviors]
+    names = list(settings.behaviors)
     options = dict(behavior=names[0] if len(names) == 1 else None, base_port=es.base_port,
-                   no_graphics=engine.no_graphics, time_scale=engine.time_scale, timeout_wait=es.timeout_wait,
-                   seed=seed, environment_parameters=unity_environment_parameters(settings.environment_parameters),
-                   additional_args=tuple(es.env_args or ()), log_folder=str(log_folder) if log_folder else None)
+                   timeout_wait=es.timeout_wait, seed=seed, num_areas=es.num_areas,
+                   environment_parameters=unity_environment_parameters(settings.environment_parameters),
+                   additional_args=tuple(es.env_args or ()), log_folder=str(log_folder) if log_folder else None,
+                   width=engine.width, height=engine.height, quality_level=engine.quality_level,
+                   time_scale=engine.time_scale, target_frame_rate=engine.target_frame_rate,
+                   capture_frame_rate=engine.capture_frame_rate, no_graphics=engine.no_graphics,
+                   no_graphics_monitor=engine.no_graphics_monitor)
     num_players = es.num_envs or 1
     if num_players > 4 * (os.cpu_count() or 1):
         raise RunError(f"env_settings.num_envs {num_players}: that many Unity players would swamp this machine's "
@@ -76,41 +67,46 @@ def open_unity(settings: RunSettings, seed: int, log_folder: Path | None):
     return UnityVectorEnv(es.env_path, num_envs=num_players, **options)
 
 
-def make_act(network: NetworkSpec, explore: bool):
-    """Jitted ``(agent, obs, key) -> (raw action, log-prob, env action, entropy)`` for the host batch."""
-    def act(agent: AgentState, obs: jnp.ndarray, key: jax.Array):
-        mu, log_std = policy_distribution(agent.params, agent.actor_norm, obs, network)
-        raw = sample_action(key, mu, log_std) if explore else mu
-        entropy = jnp.mean(ppo.gaussian_entropy(log_std))
-        return raw, ppo.gaussian_log_prob(raw, mu, log_std), env_action(raw), entropy
-    return jax.jit(act)
-
-
-def make_learn(spec: TrainSpec):
-    """Jitted ``(state, transitions, step) -> (state, Metrics)``: :func:`rlrobot.train.learn` on a host buffer."""
-    def learn_buffer(state: UnityTrainState, transitions: Transition, step: jnp.ndarray) -> tuple[UnityTrainState, Metrics]:
-        key, key_update = jax.random.split(state.key)
-        agent, opt_state, metrics = learn(state.agent, state.opt_state, transitions, step, key_update, spec)
-        return state.replace(agent=agent, opt_state=opt_state, key=key, step=step + spec.steps_per_iteration), metrics
-    return jax.jit(learn_buffer)
-
-
 class HostRollout:
-    """Steps the players one buffer at a time and books episodes and time_horizon cuts per agent slot."""
+    """Steps the players one buffer at a time and books episodes and time_horizon cuts per agent slot; relaunches
+    crashed players within the restart budget."""
 
-    def __init__(self, env, spec: TrainSpec, act, seed: int) -> None:
-        self.env, self.spec, self.act = env, spec, act
+    def __init__(self, env, spec: TrainSpec, act, seed: int, budget) -> None:
+        self.env, self.spec, self.act, self.budget = env, spec, act, budget
         self.key = jax.random.PRNGKey(seed + 1)
-        self.obs = env.reset()
-        n = env.num_agents
+        self._start(env.reset())
+
+    def _start(self, obs: np.ndarray) -> None:
+        n = self.env.num_agents
+        self.obs = obs
         self.returns = np.zeros(n, np.float64)
         self.lengths = np.zeros(n, np.int64)
         self.trajectory_length = np.zeros(n, np.int64)
 
     def collect(self, agent: AgentState, stop: StopRequest) -> tuple[Transition, Metrics] | None:
-        """``rollout_steps`` decisions, time-major ``[T, N, ...]``; None if a stop came mid-way (the part is dropped)."""
+        """``rollout_steps`` decisions, time-major ``[T, N, ...]``; None if a stop came mid-way (the part is dropped).
+
+        A crashed player is relaunched (``envs.unity.PlayerFailure``) if the budget allows, every player is reset
+        and the buffer starts again; otherwise the failure goes up as a ``UnityError``."""
+        from envs.unity import PlayerFailure
+
+        while True:
+            try:
+                return self._collect(agent, stop)
+            except PlayerFailure as failure:
+                self._restart(failure)
+
+    def _restart(self, failure) -> None:
+        from envs.unity import UnityError
+
+        for worker in failure.workers:
+            if not self.budget.allow(worker):
+                raise UnityError(f"Worker {worker} exceeded the allowed number of restarts ({failure})") from failure
+        logger.warning(f"Restarting worker{list(failure.workers)} after '{failure}'")
+        self._start(self.env.restart(failure.workers))
+
+    def _collect(self, agent: AgentState, stop: StopRequest) -> tuple[Transition, Metrics] | None:
         columns: list[tuple] = []
-        sums = np.zeros(6)   # episodes, return, return², length, successes, entropy
         for _ in range(self.spec.rollout_steps):
             if stop.requested:
                 return None
@@ -122,207 +118,186 @@ class HostRollout:
             self.lengths += 1
             self.trajectory_length += 1
             cut = (self.trajectory_length >= self.spec.time_horizon) & ~done
-            columns.append((self.obs, raw, log_prob, out.reward, out.terminated, out.truncated | cut, out.final_obs))
-            ended = self.returns[done]
-            sums += (done.sum(), ended.sum(), (ended**2).sum(), self.lengths[done].sum(), out.terminated.sum(), entropy)
+            columns.append((self.obs, raw, log_prob, out.reward, out.terminated, out.truncated | cut, out.final_obs,
+                            done, self.returns.copy(), self.lengths.copy(), entropy))
             self.returns[done], self.lengths[done] = 0.0, 0
             self.trajectory_length[done | cut] = 0
             self.obs = out.obs
-        obs, raw, log_prob, reward, terminated, truncated, next_obs = (np.stack(c) for c in zip(*columns))
+        obs, raw, log_prob, reward, terminated, truncated, next_obs, done, returns, lengths, entropy = (
+            np.stack(c) for c in zip(*columns))
         transitions = Transition(obs=obs.astype(np.float32), raw_action=raw, log_prob=log_prob,
                                  reward=reward.astype(np.float32), terminated=terminated, truncated=truncated,
                                  next_obs=next_obs.astype(np.float32))
-        episodes, ret, ret_sq, length, successes, entropy = (np.float32(x) for x in sums)
-        return transitions, Metrics.zeros().replace(
-            iterations=np.float32(1.0), episodes=episodes, episode_return=ret, episode_return_sq=ret_sq,
-            episode_length=length, successes=successes, entropy=entropy / self.spec.rollout_steps)
-
-
-def load_unity_state(state: UnityTrainState, settings: RunSettings, behavior: str, paths: RunPaths) -> UnityTrainState:
-    """``--resume`` (networks, optimiser and step of an rlrobot run, a JAX-trained one included) or
-    ``--initialize-from`` (networks only)."""
-    cp = settings.checkpoint_settings
-    try:
-        if cp.resume:
-            path = paths.latest_checkpoint
-            agent, step, _ = load_checkpoint(path, state.agent, field="agent")
-            opt_state, _, _ = load_checkpoint(path, state.opt_state, field="opt_state")
-            return state.replace(agent=agent, opt_state=opt_state, step=jnp.int32(step))
-        source = settings.behavior(behavior).init_path or (
-            Path(cp.results_dir) / cp.initialize_from / behavior / "checkpoint.ckpt" if cp.initialize_from else None)
-        if source is not None:
-            if not Path(source).is_file():
-                raise RunError(f"--initialize-from: no checkpoint at {source}")
-            agent, _, _ = load_checkpoint(Path(source), state.agent, field="agent")
-            return state.replace(agent=agent)
-    except CheckpointError as error:
-        raise RunError(str(error)) from error
-    return state
+        ends = EpisodeEnds(done=done, returns=returns.astype(np.float32), lengths=lengths.astype(np.float32))
+        return transitions, jax.device_get(episode_metrics(ends, terminated, entropy))
 
 
 def run_unity_training(settings: RunSettings, argv: list[str]) -> int:
     """Train (or with ``--inference`` run) the build's behavior; returns the exit code.
 
-    A problem before training starts (no build, busy port, unknown behavior, size mismatch) raises RunError.
-    A player crash or time-out during training stops the run with one error line and exit code 1, after saving the
-    state of the last finished update as a checkpoint (earlier ones are kept).
+    A problem before training starts (no build, busy port, unknown behavior) raises RunError. A player failure beyond
+    the restart budget stops the run with one error line and exit code 1, after saving the state of the last
+    finished update as a checkpoint (earlier ones are kept).
     """
     try:
-        from envs.unity import UnityError, check_policy_sizes
+        from envs.unity import RestartBudget, UnityError
     except ImportError as error:
         raise RunError(f"--env needs mlagents-envs ({error}); install it with: pip install 'rlrobot[unity]'") from None
-    cp = settings.checkpoint_settings
+    timers = Timers(argv)
+    cp, es = settings.checkpoint_settings, settings.env_settings
     seed = resolve_seed(settings)
-    run_dir = Path(cp.results_dir) / cp.run_id
-    if run_dir.exists() and not (cp.resume or cp.force or cp.inference):
-        raise RunError(EXISTS_MESSAGE)   # before the player writes its log into the run folder
+    check_run_dir(settings)   # before the player writes its log into the run folder
     try:
-        env = open_unity(settings, seed, None if cp.inference else run_dir / "run_logs")
+        env = open_unity(settings, seed, None if cp.inference else run_dir(settings) / "run_logs")
     except UnityError as error:
         raise RunError(str(error)) from error
     try:
-        behavior = env.brain_name
         try:
-            trainer: TrainerSettings = settings.behavior(behavior)
+            config = settings.behavior(env.brain_name)
         except ConfigError as error:
             raise RunError(str(error)) from error
-        spec = make_train_spec(trainer, env.observation_size, env.action_size, env.num_agents)
-        try:
-            check_policy_sizes(env, spec.network.obs_size, spec.network.action_size, "the trainer's networks")
-        except UnityError as error:
-            raise RunError(str(error)) from error
-        # The folder check is done; the player's log may already have created run_logs.
-        paths = prepare_run_dir(settings if cp.resume else replace(settings, checkpoint_settings=replace(cp, force=True)),
-                                behavior)
-        key = jax.random.PRNGKey(seed)
-        agent = init_agent(key, spec.network)
-        state = UnityTrainState(agent=agent, opt_state=make_optimizer().init(agent.params),
-                                key=jax.random.fold_in(key, 1), step=jnp.int32(0))
-        state = load_unity_state(state, settings, behavior, paths)
-        logger.info(f"Hyperparameters for behavior name {behavior}: \n{trainer}")
-        logger.info(f"rlrobot {__version__} on {settings.env_settings.env_path} ({env.behavior_name}): "
-                    f"{env.num_agents} agents x {spec.rollout_steps} decisions = {spec.steps_per_iteration} "
-                    f"agent-steps per update; seed {seed}")
-        return UnityTraining(env, settings, trainer, spec, paths, seed, Timers(argv)).run(state, UnityError)
+        if cp.resume:
+            check_run_dir(settings, env.brain_name)
+        unity = build_unity_trainer(config, env.observation_size, env.action_size, env.num_agents)
+        settings = with_num_envs(settings, es.num_envs or 1)
+        run = _unity_run(settings, env, unity.spec, seed)
+        state = run.initial_state(unity.init_state(seed), resume_fields=("agent", "opt_state"))
+        run.open()
+        _log_start(settings, env, unity.spec, seed)
+        budget = RestartBudget(es.max_lifetime_restarts, es.restarts_rate_limit_n, es.restarts_rate_limit_period_s)
+        return UnityTraining(env, run, unity, seed, timers, budget).run(state, UnityError)
     finally:
         env.close()
 
 
+def _unity_run(settings: RunSettings, env, spec: TrainSpec, seed: int) -> Run:
+    sizes = tuple(getattr(env, "observation_sizes", (env.observation_size,)))
+    metadata = checkpoint_metadata(env.brain_name, spec, seed, unity_env=settings.env_settings.env_path,
+                                   observation_sizes=list(sizes))
+    return Run(settings, env.brain_name, metadata,
+               export=lambda state, path: export_policy(state.agent, spec.network, path, observation_sizes=sizes))
+
+
+def _log_start(settings: RunSettings, env, spec: TrainSpec, seed: int) -> None:
+    logger.info(f"Hyperparameters for behavior name {env.brain_name}: \n"
+                f"{hyperparameters_text(settings.behavior(env.brain_name).as_dict())}")
+    logger.info(f"rlrobot {__version__} on {settings.env_settings.env_path} ({env.behavior_name}): "
+                f"{env.num_agents} agents x {spec.rollout_steps} decisions = {spec.steps_per_iteration} "
+                f"agent-steps per update; seed {seed}")
+
+
+class Updates:
+    """Learns from each buffer, inline or (``threaded``) in a worker thread while the next buffer is collected."""
+
+    def __init__(self, learn, pool: ThreadPoolExecutor) -> None:
+        self._learn, self._pool = learn, pool
+        self._in_flight: Future | None = None
+
+    def submit(self, state: UnityTrainState, transitions: Transition, step: int) -> None:
+        self._in_flight = self._pool.submit(
+            lambda: jax.block_until_ready(self._learn(state, transitions, jnp.int32(step))))
+
+    def wait(self) -> tuple[UnityTrainState, Metrics] | None:
+        """The update in flight, once finished (None if there is none)."""
+        future, self._in_flight = self._in_flight, None
+        return None if future is None else jax.device_get(future.result())
+
+
 class UnityTraining:
-    """The host loop: collect a buffer, learn from it (in a worker thread), summarise, checkpoint, stop cleanly."""
+    """Collect a buffer, learn from it, and hand metrics and states to the run."""
 
-    def __init__(self, env, settings: RunSettings, trainer: TrainerSettings, spec: TrainSpec, paths: RunPaths,
-                 seed: int, timers: Timers) -> None:
-        cp = settings.checkpoint_settings
-        self.env, self.settings, self.trainer, self.spec, self.paths, self.timers = env, settings, trainer, spec, paths, timers
-        self.behavior = env.brain_name
-        self.training = not cp.inference
-        self.status = TrainingStatus.load(paths.status_path) if cp.resume else TrainingStatus()
-        self.checkpoints = CheckpointManager(paths.behavior_dir, self.behavior, trainer.keep_checkpoints, self.status,
-                                             paths.status_path)
-        self.writer = SummaryWriter(paths.run_dir, self.behavior, clear_past_data=not (cp.resume or cp.inference))
-        self.writer.write_hyperparameters(str(trainer))
-        self.metadata = {**checkpoint_metadata(self.behavior, spec, seed), "unity_env": settings.env_settings.env_path}
-        self.act = make_act(spec.network, explore=not trainer.network_settings.deterministic)
-        self.learn = make_learn(spec)
-        self.seed = seed
-
-    def save(self, state: UnityTrainState, reward: float | None) -> Path:
-        """A checkpoint and its ``<Behavior>-<step>.onnx``, as on the JAX path."""
-        def onnx_file(stem: Path) -> list[Path]:
-            path = export_policy(state.agent, self.spec.network, stem.with_suffix(".onnx"))
-            logger.info(f"Exported {path}")
-            return [path]
-        return self.checkpoints.save(state, int(state.step), reward, self.metadata, extra_files=onnx_file)
+    def __init__(self, env, run: Run, unity: UnityTrainer, seed: int, timers: Timers, budget) -> None:
+        self.env, self.record, self.unity, self.seed, self.timers, self.budget = env, run, unity, seed, timers, budget
+        self.config = run.trainer
+        self.pending: Metrics | None = None
+        self.diverged = False
 
     def run(self, state: UnityTrainState, unity_error: type[Exception]) -> int:
-        trainer, spec = self.trainer, self.spec
-        first_step = saved_step = int(state.step)
-        collected_step = first_step
-        start = last_summary_time = time.perf_counter()
-        last_summary_step, last_reward, pending, exit_code = first_step, None, None, 0
-        acting = state.agent
-        in_flight: Future | None = None
-        progress = Progress(trainer.max_steps)
+        first = saved = collected = int(state.step)
+        self.cadence = Cadence.of(self.config, inference=not self.record.training, first_step=first)
+        clock, exit_code = SummaryClock(first, self.timers.started), 0
+        progress = Progress(self.cadence.max_steps)
         progress.start()
-
-        def finish_update() -> Metrics:
-            nonlocal state, in_flight
-            state, learned = in_flight.result()
-            in_flight = None
-            if not bool(learned.loss_is_finite):
-                raise FloatingPointError
-            return learned
-
         try:
             with StopRequest() as stop, self.timers.time("train"), ThreadPoolExecutor(1) as pool:
-                rollout = HostRollout(self.env, spec, self.act, self.seed)
-                while collected_step < trainer.max_steps and not stop.requested:
-                    collected = rollout.collect(acting, stop)
-                    learned = finish_update() if in_flight is not None else None   # threaded: overlapped the rollout
-                    if collected is None:
+                updates = Updates(self.unity.learn, pool)
+                rollout = HostRollout(self.env, self.unity.spec, self.unity.act, self.seed, self.budget)
+                while collected < self.cadence.max_steps and not stop.requested and not self.diverged:
+                    state, buffer_done = self._step(state, rollout, updates, collected, stop)
+                    if not buffer_done:
                         break
-                    transitions, metrics = collected
-                    if self.training:
-                        in_flight = pool.submit(lambda s=state, t=transitions, k=collected_step:
-                                                jax.block_until_ready(self.learn(s, t, jnp.int32(k))))
-                        if not trainer.threaded:
-                            learned = finish_update()
-                        acting = state.agent
-                    if learned is not None:
-                        metrics = metrics.replace(**{k: getattr(learned, k) for k in LEARNED_FIELDS})
-                    pending = metrics if pending is None else pending.add(metrics)
-                    previous, collected_step = collected_step, collected_step + spec.steps_per_iteration
-                    progress.update(collected_step)
-                    if collected_step >= next_multiple(previous, trainer.summary_freq):
-                        now = time.perf_counter()
-                        label = (collected_step // trainer.summary_freq) * trainer.summary_freq
-                        sps = (collected_step - last_summary_step) / (now - last_summary_time)
-                        last_reward = write_summary(self.writer, self.behavior, label, pending, now - start, sps,
-                                                    self.training) or last_reward
-                        pending, last_summary_time, last_summary_step = None, now, collected_step
-                    if (self.training and collected_step >= next_multiple(previous, trainer.effective_checkpoint_interval)
-                            and collected_step < trainer.max_steps):
-                        if in_flight is not None:
-                            finish_update()
-                            acting = state.agent
-                        self.save(state, last_reward)
-                        saved_step = int(state.step)
-                if in_flight is not None:
-                    finish_update()
-        except FloatingPointError:
-            logger.error(f"Training stopped at step {collected_step}: the loss or the network parameters became "
-                         f"NaN/inf. The last good checkpoint is kept "
-                         f"({self.checkpoints.latest_path() or 'none was written'}).")
-            return self._close(exit_code=1, start=start, first_step=first_step, steps=collected_step)
+                    previous, collected = collected, collected + self.unity.spec.steps_per_iteration
+                    progress.update(collected)
+                    self._record(previous, collected, clock)
+                    if self.record.training and self.cadence.checkpoint_due(previous, collected):
+                        state = self._wait(state, updates)
+                        saved = self._save(state, saved)
+                state = self._wait(state, updates)
         except unity_error as error:
-            logger.error(f"Training stopped at step {collected_step}: {error}")
+            logger.error(f"Training stopped at step {collected}: {error}")
             exit_code = 1
         finally:
             progress.stop()
-        if self.training and int(state.step) > saved_step:
-            saved = self.save(state, last_reward)
-            if exit_code == 0:
-                self._finalise(state, saved, last_reward)
-        elif self.training and exit_code == 0 and int(state.step) > first_step:
-            self._finalise(state, self.checkpoints.latest_path(), last_reward)
-        return self._close(exit_code, start, first_step, collected_step)
-
-    def _finalise(self, state: UnityTrainState, checkpoint: Path | None, reward: float | None) -> None:
-        """Copy the last ONNX to ``<run>/<Behavior>.onnx`` and mark it final in training_status.json."""
-        step = int(state.step)
-        source = self.paths.behavior_dir / f"{self.behavior}-{step}.onnx"
-        final_onnx = self.paths.run_dir / f"{self.behavior}.onnx"
-        shutil.copyfile(source, final_onnx)
-        logger.info(f"Copied {source} to {final_onnx}.")
-        self.status.set_final(self.behavior, step, str(final_onnx), reward, [str(checkpoint)] if checkpoint else [])
-        self.status.save(self.paths.status_path)
-
-    def _close(self, exit_code: int, start: float, first_step: int, steps: int) -> int:
-        self.writer.close()
-        if self.training or not (self.paths.run_dir / "configuration.yaml").exists():
-            self.settings.dump_yaml(self.paths.run_dir / "configuration.yaml")
-        self.timers.gauge("steps_per_second", (steps - first_step) / max(time.perf_counter() - start, 1e-9))
-        self.timers.save(self.paths.timers_path)
+        if self.diverged:
+            self.record.stopped_by_nan(collected)
+            exit_code = 1
+        elif self.record.training and int(state.step) != first:
+            self._end(state, saved, exit_code)
+        self.timers.gauge("steps_per_second", clock.overall_rate(collected))
+        self.record.close(self.timers)
         return exit_code
 
+    def _step(self, state: UnityTrainState, rollout: HostRollout, updates: Updates, step: int,
+              stop: StopRequest) -> tuple[UnityTrainState, bool]:
+        """One buffer: collect it (threaded: while the previous update runs), then learn from it. Returns the state
+        and whether a whole buffer was collected and learned from (not on a stop, nor after a NaN/inf update)."""
+        collected = rollout.collect(state.agent, stop)
+        state = self._wait(state, updates)
+        if collected is None or self.diverged:
+            return state, False
+        transitions, metrics = collected
+        self.record.environment_stats.add(self.env.pop_stats())
+        self._add(metrics)
+        if self.record.training:
+            updates.submit(state, transitions, step)
+            if not self.config.threaded:
+                state = self._wait(state, updates)
+        return state, not self.diverged
+
+    def _wait(self, state: UnityTrainState, updates: Updates) -> UnityTrainState:
+        """The state after the update in flight, if any, with its metrics booked; a NaN/inf update sets
+        ``diverged`` and leaves the state before it."""
+        result = updates.wait()
+        if result is None:
+            return state
+        new_state, learned = result
+        if not bool(learned.loss_is_finite):
+            self.diverged = True
+            return state
+        self._add(Metrics.zeros().replace(**{k: getattr(learned, k) for k in LEARNED_FIELDS}))
+        return new_state
+
+    def _add(self, metrics: Metrics) -> None:
+        self.pending = metrics if self.pending is None else self.pending.add(metrics)
+
+    def _record(self, previous: int, collected: int, clock: SummaryClock) -> None:
+        if not self.cadence.summary_due(previous, collected):
+            return
+        elapsed, rate = clock.lap(collected)
+        summary = summarize(self.pending, self.record.training, self.unity.spec.reward_strength)
+        self.record.write_summary(self.cadence.label(collected), summary, elapsed, rate)
+        self.pending = None
+
+    def _save(self, state: UnityTrainState, saved: int) -> int:
+        step = int(state.step)
+        if step != saved:
+            self.record.save(state, step)
+        return step
+
+    def _end(self, state: UnityTrainState, saved: int, exit_code: int) -> None:
+        """Save what the last finished update learned; mark the run final if it ended normally."""
+        step = int(state.step)
+        if exit_code == 0:
+            self.record.finish(state if step != saved else None, step)
+        else:
+            self._save(state, saved)

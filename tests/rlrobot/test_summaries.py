@@ -11,7 +11,8 @@ import pytest
 from tensorboardX.proto import event_pb2
 
 from rlrobot import __version__
-from rlrobot.summaries import Progress, SummaryWriter, Timers, TrainingStatus, console_line, setup_logging
+from rlrobot.summaries import (EnvironmentStats, Progress, SummaryWriter, Timers, TrainingStatus, console_line,
+                               extras_line, hyperparameters_text, setup_logging)
 
 SCALARS = {"Environment/Cumulative Reward": 1.5, "Environment/Episode Length": 42.0, "Environment/Success Rate": 0.75,
            "Policy/Entropy": 1.25, "Policy/Extrinsic Value Estimate": 0.5, "Policy/Learning Rate": 3e-4,
@@ -43,7 +44,7 @@ def values_by_tag(directory: Path) -> dict[str, list]:
 def test_scalars_histogram_and_text_reach_tensorboard_and_metrics_jsonl(tmp_path):
     writer = SummaryWriter(tmp_path, "MobileRobot", clear_past_data=True)
     writer.write_hyperparameters("batch_size: 1024")
-    writer.write(30000, SCALARS, wall_time=12.5, steps_per_second=2400.0, reward_histogram=np.array([1.0, 2.0, np.nan, 3.0]))
+    writer.write(30000, SCALARS, wall_time=12.5, steps_per_second=2400.0, histograms={"Environment/Cumulative Reward": np.array([1.0, 2.0, np.nan, 3.0])})
     writer.write(60000, {**SCALARS, "Environment/Cumulative Reward": float("nan")}, wall_time=25.0,
                  steps_per_second=float("inf"))
     writer.close()
@@ -115,11 +116,27 @@ def test_console_lines_match_ml_agents():
     assert (console_line("MobileRobot", 30000, 12.345, None, None, False)
             == "MobileRobot. Step: 30000. Time Elapsed: 12.345 s. No episode was completed since last summary. "
                "Not Training.")
-    assert (console_line("MobileRobot", 60000, 20.0, 2.0, 0.0, True, {"Success Rate": 0.97, "Steps/s": 123456.4})
-            == "MobileRobot. Step: 60000. Time Elapsed: 20.000 s. Mean Reward: 2.000. Std of Reward: 0.000. "
-               "Success Rate: 0.970. Steps/s: 123456. Training.")
-    assert console_line("B", 1, 0.0, float("nan"), float("nan"), True, {"Success Rate": float("nan")}) == (
+    assert console_line("B", 1, 0.0, float("nan"), float("nan"), True) == (
         "B. Step: 1. Time Elapsed: 0.000 s. No episode was completed since last summary. Training.")
+    # rlrobot's own figures go on a line of their own, so ML-Agents' line stays byte-compatible.
+    assert (extras_line("MobileRobot", 60000, {"Success Rate": 0.97, "Steps/s": 123456.4, "Other": float("nan")})
+            == "MobileRobot. Step: 60000. Success Rate: 0.970. Steps/s: 123456.")
+
+
+def test_hyperparameters_text_nests_with_tabs_and_two_spaces():
+    assert hyperparameters_text({"a": 1, "b": {"c": None, "d": {"e": True}}}) == (
+        "\ta:\t1\n\tb:\t\n\t  c:\tNone\n\t  d:\t\n\t    e:\tTrue")
+
+
+def test_environment_stats_aggregate_as_ml_agents():
+    stats = EnvironmentStats()
+    stats.add({"avg": [(1.0, "average"), (3.0, "average")], "sum": [(1.0, "sum"), (1.0, "sum")],
+               "last": [(5.0, "most_recent"), (7.0, "most_recent")], "hist": [(1.0, "histogram"), (2.0, "histogram")]})
+    stats.add({"sum": [(2.0, "sum")]})
+    scalars, histograms = stats.take()
+    assert scalars == {"avg": 2.0, "sum": 4.0, "last": 7.0, "hist": 1.5}
+    assert list(histograms) == ["hist"] and list(histograms["hist"]) == [1.0, 2.0]
+    assert stats.take() == ({}, {})
 
 
 def test_setup_logging_prints_ml_agents_prefix_on_current_stdout(capsys, rlrobot_logger):

@@ -1,4 +1,5 @@
 """rlrobot-learn --env and rlrobot-validate --env against the stand-in player, through the real mlagents-envs client."""
+import ast
 import json
 import sys
 from pathlib import Path
@@ -56,8 +57,17 @@ def test_training_on_a_build_writes_the_usual_results(tmp_path, standin_build, c
     assert (run / "MobileRobot.onnx").is_file() and (run / "run_logs" / "Player-0.log").is_file()
     step, metadata = read_metadata(behavior / "checkpoint.ckpt")
     assert step == 3072 and metadata["unity_env"] == str(standin_build)
-    lengths = [json.loads(line)["Environment/Episode Length"] for line in (behavior / "metrics.jsonl").read_text().splitlines()]
-    assert all(0 < length <= 48 for length in lengths)
+    lines = [json.loads(line) for line in (behavior / "metrics.jsonl").read_text().splitlines()]
+    assert all(0 < line["Environment/Episode Length"] <= 47 for line in lines)   # ML-Agents: decisions - 1
+    # Each summary averages the updates that finished in its period, also when the update runs in its own thread
+    # (no zeros from rollouts whose update lands later): the linear lr lies between its values at the updates' steps.
+    for line in lines:
+        lr = line["Policy/Learning Rate"]
+        assert learning_rate(line["step"]) <= lr <= learning_rate(max(0, line["step"] - 1536)), (line["step"], lr)
+
+
+def learning_rate(step: int, initial: float = 0.001, max_steps: int = 3072) -> float:
+    return (initial - 1e-10) * (1 - min(step, max_steps) / max_steps) + 1e-10
 
 
 def test_resume_on_a_build_continues_from_the_checkpoint(tmp_path, standin_build, capsys):
@@ -71,9 +81,10 @@ def test_resume_on_a_build_continues_from_the_checkpoint(tmp_path, standin_build
 
 def test_player_crash_keeps_the_last_checkpoint_and_exits_1(tmp_path, standin_build, capsys):
     cfg = config(tmp_path, max_steps=8192, env_args='"--agents", "16", "--crash-after", "100"')
-    assert learn(tmp_path, standin_build, cfg, "--run-id=u") == 1
+    assert learn(tmp_path, standin_build, cfg, "--run-id=u", "--max-lifetime-restarts", "0") == 1
     out = capsys.readouterr().out
     assert "[ERROR]" in out and "crashed" in out and "Training stopped at step 1536:" in out
+    assert "Worker 0 exceeded the allowed number of restarts" in out
     behavior = tmp_path / "results" / "u" / "MobileRobot"
     assert read_metadata(behavior / "checkpoint.ckpt")[0] == 1536   # the last finished update was saved
     assert (behavior / "MobileRobot-1024.ckpt").is_file() and (behavior / "MobileRobot-1536.onnx").is_file()
@@ -124,3 +135,46 @@ def test_validate_refuses_a_policy_whose_sizes_differ_from_the_build(tmp_path, s
     assert code == 1
     out = capsys.readouterr().out
     assert "22" in out and "19" in out and out.count("[ERROR]") == 1
+
+
+def test_a_crashing_player_is_restarted_within_ml_agents_rate_limit(tmp_path, standin_build, capsys):
+    """ML-Agents' defaults: one restart per 60 s. The player dies every 100 steps: the first crash is survived (the
+    buffer being collected is dropped), the second, seconds later, exceeds the rate limit."""
+    cfg = config(tmp_path, max_steps=20480, env_args='"--agents", "16", "--crash-after", "100"')
+    assert learn(tmp_path, standin_build, cfg, "--run-id=u") == 1
+    out = capsys.readouterr().out
+    assert out.count("Restarting worker[0] after") == 1
+    assert "Training stopped at step 3072: Worker 0 exceeded the allowed number of restarts" in out
+    assert read_metadata(tmp_path / "results" / "u" / "MobileRobot" / "checkpoint.ckpt")[0] == 3072
+
+
+def test_a_player_that_crashes_once_is_relaunched_and_the_run_finishes(tmp_path, standin_build, capsys):
+    cfg = config(tmp_path, max_steps=2048, env_args=f'"--agents", "16", "--crash-after", "40", '
+                                                     f'"--crash-once", "{tmp_path / "crashed"}"')
+    assert learn(tmp_path, standin_build, cfg, "--run-id=u") == 0
+    out = capsys.readouterr().out
+    assert out.count("Restarting worker[0] after") == 1 and (tmp_path / "crashed").exists()
+    assert read_metadata(tmp_path / "results" / "u" / "MobileRobot" / "checkpoint.ckpt")[0] == 2048
+    assert (tmp_path / "results" / "u" / "MobileRobot.onnx").is_file()
+
+
+def test_a_build_with_several_vector_sensors_exports_one_input_per_sensor(tmp_path, standin_build):
+    """Unity loads a model only if it has ``obs_0 … obs_k`` for the behavior's k+1 sensors."""
+    import onnx
+
+    cfg = config(tmp_path, max_steps=1024, env_args='"--agents", "16", "--sensors", "1,18"')
+    assert learn(tmp_path, standin_build, cfg, "--run-id=u") == 0
+    model = onnx.load(str(tmp_path / "results" / "u" / "MobileRobot.onnx"))
+    inputs = {i.name: [d.dim_value or d.dim_param for d in i.type.tensor_type.shape.dim] for i in model.graph.input}
+    assert inputs == {"obs_0": ["batch", 1], "obs_1": ["batch", 18]}
+    assert read_metadata(tmp_path / "results" / "u" / "MobileRobot" / "checkpoint.ckpt")[1]["observation_sizes"] == [1, 18]
+
+
+def test_engine_settings_reach_the_player(tmp_path, standin_build):
+    assert learn(tmp_path, standin_build, config(tmp_path, max_steps=512), "--run-id=u", "--width", "320",
+                 "--height", "240", "--quality-level", "2", "--time-scale", "5", "--target-frame-rate", "30",
+                 "--capture-frame-rate", "25") == 0
+    log = (tmp_path / "results" / "u" / "run_logs" / "Player-0.log").read_text()
+    settings = [line.split("engine settings: ", 1)[1] for line in log.splitlines() if "engine settings: " in line]
+    assert ast.literal_eval(settings[-1]) == {"resolution": (320, 240), "quality_level": 2, "time_scale": 5.0,
+                                              "target_frame_rate": 30, "capture_frame_rate": 25}

@@ -1,0 +1,271 @@
+"""One run's folder and lifecycle, the same for the JAX robot and a Unity build.
+
+A :class:`Run` owns ``results/<run-id>/`` as ``mlagents-learn`` lays it out: the exists/resume/force checks, the
+initial state (``--resume`` / ``--initialize-from``), checkpoints with their ONNX, summaries (TensorBoard,
+``metrics.jsonl`` and the console), the final model, ``configuration.yaml`` and ``run_logs/``. :class:`Cadence` says
+when a summary, a checkpoint or the end is due, and :class:`StopRequest` turns Ctrl+C / SIGTERM into a flag. The
+loops on top (``runner`` and ``unity_runner``) only collect, update and hand their metrics here.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import shutil
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from rlrobot import __version__
+from rlrobot.checkpoints import CheckpointError, CheckpointManager, load_checkpoint
+from rlrobot.config import RunSettings, TrainerSettings
+from rlrobot.summaries import (EnvironmentStats, SummaryWriter, Timers, TrainingStatus, console_line, extras_line,
+                               hyperparameters_text)
+
+logger = logging.getLogger("rlrobot")
+
+EXISTS_MESSAGE = ("Previous data from this run ID was found. Either specify a new run ID, use --resume to resume this run, "
+                  "or use the --force parameter to overwrite existing data.")
+MISSING_MESSAGE = "Previous data from this run ID was not found. Train a new run by removing the --resume flag."
+LATEST_CHECKPOINT = "checkpoint.ckpt"
+
+
+class RunError(Exception):
+    """A user-facing problem with the run (folders, checkpoints, environment choice): one line, exit code 2."""
+
+
+def run_dir(settings: RunSettings) -> Path:
+    cp = settings.checkpoint_settings
+    return Path(cp.results_dir) / cp.run_id
+
+
+def check_run_dir(settings: RunSettings, behavior: str | None = None) -> None:
+    """ML-Agents' rules before anything is written: an existing run needs --resume, --force or --inference, and
+    --resume needs one (with ``behavior``, its checkpoint)."""
+    cp, folder = settings.checkpoint_settings, run_dir(settings)
+    if cp.resume:
+        if not folder.exists():
+            raise RunError(MISSING_MESSAGE)
+        latest = folder / behavior / LATEST_CHECKPOINT if behavior else None
+        if latest is not None and not latest.is_file():
+            raise RunError(f"{latest}: no checkpoint to resume from.")
+    elif folder.exists() and not (cp.force or cp.inference):
+        raise RunError(EXISTS_MESSAGE)
+
+
+def resolve_seed(settings: RunSettings) -> int:
+    """The configured seed, or ML-Agents' draw for -1."""
+    seed = settings.env_settings.seed
+    return int(np.random.randint(0, 10000)) if seed == -1 else seed
+
+
+def next_multiple(step: int, every: int) -> int:
+    return (step // every + 1) * every
+
+
+@dataclass(frozen=True)
+class Cadence:
+    """When summaries and checkpoints fall due, in agent steps, as in ML-Agents (summaries labelled with the exact
+    multiple of ``summary_freq`` they cross)."""
+
+    summary_freq: int
+    checkpoint_interval: int
+    max_steps: int
+
+    @classmethod
+    def of(cls, trainer: TrainerSettings, inference: bool = False, first_step: int = 0) -> "Cadence":
+        """Training ends at ``max_steps``; ``--inference`` (which ML-Agents runs until stopped) runs ``max_steps``
+        more steps from where the loaded run is."""
+        end = trainer.max_steps + (first_step if inference else 0)
+        return cls(trainer.summary_freq, trainer.effective_checkpoint_interval, end)
+
+    def next_stop(self, step: int) -> int:
+        """The next step at which the host has something to do."""
+        return min(next_multiple(step, self.summary_freq), next_multiple(step, self.checkpoint_interval),
+                   self.max_steps)
+
+    def summary_due(self, before: int, after: int) -> bool:
+        return after >= next_multiple(before, self.summary_freq)
+
+    def checkpoint_due(self, before: int, after: int) -> bool:
+        return after >= next_multiple(before, self.checkpoint_interval) and after < self.max_steps
+
+    def label(self, step: int) -> int:
+        return (step // self.summary_freq) * self.summary_freq
+
+
+class StopRequest:
+    """Turns Ctrl+C and SIGTERM into a flag the loop checks between device calls (so a save is never torn)."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> "StopRequest":
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, _frame) -> None:
+        if not self.requested:
+            logger.info("Learning was interrupted. Please wait while the graph is generated.")
+        self.requested = True
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+@dataclass(frozen=True)
+class Summary:
+    """One summary period of one run, ready to write: ML-Agents' scalars and histograms plus rlrobot's extras."""
+
+    scalars: dict[str, float]
+    histograms: dict[str, np.ndarray]
+    mean_reward: float | None
+    std_reward: float | None
+
+
+class SummaryClock:
+    """Wall time since launch (ML-Agents' "Time Elapsed") and agent steps since the last summary (for the steps/s of
+    each period); ``launched`` is a ``time.perf_counter()`` reading taken at launch."""
+
+    def __init__(self, step: int, launched: float) -> None:
+        self.start, self.loop_start = launched, time.perf_counter()
+        self.last_time = self.loop_start
+        self.first_step = self.last_step = step
+
+    def lap(self, step: int) -> tuple[float, float]:
+        """``(seconds since start, agent-steps/s since the last lap)``; starts a new lap."""
+        now = time.perf_counter()
+        rate = (step - self.last_step) / max(now - self.last_time, 1e-9)
+        self.last_time, self.last_step = now, step
+        return now - self.start, rate
+
+    def overall_rate(self, step: int) -> float:
+        """Agent-steps/s from the first step of the loop to ``step``."""
+        return (step - self.first_step) / max(time.perf_counter() - self.loop_start, 1e-9)
+
+
+class Run:
+    """``results/<run-id>/`` of one behavior, written by process 0 only (see the module docstring).
+
+    ``metadata`` goes into every checkpoint so export and validation can read it back without the YAML;
+    ``export`` writes a state's ONNX (``export(state, path) -> path``).
+    """
+
+    def __init__(self, settings: RunSettings, behavior: str, metadata: dict, export: Callable[[Any, Path], Path]) -> None:
+        self.settings, self.behavior, self.metadata, self._export = settings, behavior, metadata, export
+        self.trainer = settings.behavior(behavior)
+        self.training = not settings.checkpoint_settings.inference
+        self.dir = run_dir(settings)
+        self.behavior_dir = self.dir / behavior
+        self.status_path = self.dir / "run_logs" / "training_status.json"
+        self.last_reward: float | None = None
+        self.environment_stats = EnvironmentStats()
+
+    @property
+    def latest_checkpoint(self) -> Path:
+        return self.behavior_dir / LATEST_CHECKPOINT
+
+    def initial_state(self, state: Any, resume_fields: tuple[str, ...] | None = None) -> Any:
+        """``--resume`` (the whole state, or only ``resume_fields`` and the step) or ``--initialize-from`` (the
+        networks, step 0); ``state`` as it is otherwise. A bad checkpoint is a RunError naming the file."""
+        cp = self.settings.checkpoint_settings
+        try:
+            if cp.resume:
+                return self._resume(state, resume_fields)
+            source = self.trainer.init_path or (
+                Path(cp.results_dir) / cp.initialize_from / self.behavior / LATEST_CHECKPOINT
+                if cp.initialize_from else None)
+            if source is None:
+                return state
+            if not Path(source).is_file():
+                raise RunError(f"--initialize-from: no checkpoint at {source}")
+            agent, _, _ = load_checkpoint(Path(source), state.agent, field="agent")
+            return state.replace(agent=agent)
+        except CheckpointError as error:
+            raise RunError(str(error)) from error
+
+    def _resume(self, state: Any, fields: tuple[str, ...] | None) -> Any:
+        if fields is None:
+            state, _, _ = load_checkpoint(self.latest_checkpoint, state)
+            return state
+        loaded = {name: load_checkpoint(self.latest_checkpoint, getattr(state, name), field=name) for name in fields}
+        step = next(iter(loaded.values()))[1]
+        return state.replace(step=np.int32(step), **{name: tree for name, (tree, _, _) in loaded.items()})
+
+    def open(self) -> None:
+        """Create the folders and start the status, checkpoint and summary files (after the initial state loaded,
+        so a bad source writes nothing)."""
+        cp = self.settings.checkpoint_settings
+        (self.dir / "run_logs").mkdir(parents=True, exist_ok=True)
+        self.behavior_dir.mkdir(parents=True, exist_ok=True)
+        self.status = TrainingStatus.load(self.status_path) if cp.resume else TrainingStatus()
+        self.checkpoints = CheckpointManager(self.behavior_dir, self.behavior, self.trainer.keep_checkpoints,
+                                             self.status, self.status_path)
+        # --inference may look at a finished run: never delete what that run wrote.
+        self.writer = SummaryWriter(self.dir, self.behavior, clear_past_data=not (cp.resume or cp.inference))
+        self.writer.write_hyperparameters(hyperparameters_text(self.trainer.as_dict()))
+
+    def save(self, state: Any, step: int) -> Path:
+        """A checkpoint and its ``<Behavior>-<step>.onnx``, as ML-Agents writes at every checkpoint."""
+        def onnx_file(stem: Path) -> list[Path]:
+            path = self._export(state, stem.with_suffix(".onnx"))
+            logger.info(f"Exported {path}")
+            return [path]
+        return self.checkpoints.save(state, step, self.last_reward, self.metadata, extra_files=onnx_file)
+
+    def write_summary(self, step: int, summary: Summary, elapsed: float, rate: float, console: bool = True) -> None:
+        """TensorBoard, ``metrics.jsonl`` and (``console``) ML-Agents' line, with rlrobot's extras on a line of their own."""
+        stats, stat_histograms = self.environment_stats.take()
+        scalars = {**summary.scalars, **self.lesson_numbers(), **stats}
+        self.writer.write(step, scalars, wall_time=elapsed, steps_per_second=rate,
+                          histograms={**summary.histograms, **stat_histograms})
+        if summary.mean_reward is not None:
+            self.last_reward = summary.mean_reward
+        if console:
+            logger.info(console_line(self.behavior, step, elapsed, summary.mean_reward, summary.std_reward,
+                                     self.training))
+            logger.info(extras_line(self.behavior, step, summary_extras(scalars, rate)))
+
+    def lesson_numbers(self) -> dict[str, float]:
+        """ML-Agents logs ``Environment/Lesson Number/<param>`` for every environment parameter (0: no curriculum)."""
+        return {f"Environment/Lesson Number/{name}": 0.0 for name in self.settings.environment_parameters or {}}
+
+    def stopped_by_nan(self, step: int, where: str = "") -> None:
+        latest = self.checkpoints.latest_path()
+        logger.error(f"Training stopped at step {step}{where}: the loss or the network parameters became NaN/inf. "
+                     f"The last good checkpoint is kept ({latest or 'none was written'}).")
+
+    def finish(self, state: Any | None, step: int) -> None:
+        """The final checkpoint (``state`` None: the one at ``step`` is saved already) and ``<Behavior>.onnx``."""
+        final_ckpt = self.save(state, step) if state is not None else self.checkpoints.latest_path()
+        source, final_onnx = self.behavior_dir / f"{self.behavior}-{step}.onnx", self.dir / f"{self.behavior}.onnx"
+        shutil.copyfile(source, final_onnx)
+        logger.info(f"Copied {source} to {final_onnx}.")
+        self.status.set_final(self.behavior, step, str(final_onnx), self.last_reward,
+                              [str(final_ckpt)] if final_ckpt else [])
+        self.status.save(self.status_path)
+
+    def close(self, timers: Timers) -> None:
+        """Close the summaries; write ``configuration.yaml`` (unless ``--inference`` looked at a finished run) and
+        ``run_logs/timers.json``."""
+        self.writer.close()
+        if self.training or not (self.dir / "configuration.yaml").exists():
+            self.settings.dump_yaml(str(self.dir / "configuration.yaml"))
+        timers.save(self.dir / "run_logs" / "timers.json")
+
+
+def summary_extras(scalars: dict[str, float], rate: float) -> dict[str, float]:
+    extra = {"Success Rate": scalars["Environment/Success Rate"]} if "Environment/Success Rate" in scalars else {}
+    extra["Steps/s"] = rate
+    return extra
+
+
+def with_num_envs(settings: RunSettings, num_envs: int) -> RunSettings:
+    """The settings as run, with the resolved ``num_envs`` (mlagents-learn cannot read back a null one)."""
+    return dataclasses.replace(settings, env_settings=dataclasses.replace(settings.env_settings, num_envs=num_envs))

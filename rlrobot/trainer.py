@@ -1,0 +1,164 @@
+"""Builds a trainer from settings: environment, parameters, spec, device mesh, initial state and compiled program.
+
+The one place where a behavior's settings become what runs on a device, so the rollout shapes are derived once: the
+JAX loop (``runner``), the Unity loop (``unity_runner``), the benchmarks and the tests all start here.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+from jax.sharding import Mesh
+
+import envs
+from envs.api import Environment
+from rlrobot import __version__, parallel, ppo
+from rlrobot.config import RunSettings, TrainerSettings
+from rlrobot.networks import AgentState, NetworkSpec, env_action, init_agent, policy_distribution, sample_action
+from rlrobot.run import RunError
+from rlrobot.train import (Hyperparams, Metrics, TrainSpec, TrainState, Transition, default_num_envs, init_train_state,
+                           learn, make_optimizer, make_train_iterations, make_train_spec)
+
+
+def choose_behavior(settings: RunSettings) -> str:
+    """The behavior to train on the JAX robot: the configured behavior whose name is a built-in environment."""
+    known = [name for name in settings.behaviors if name.split("?")[0] in envs.registered()]
+    if not known:
+        raise RunError(f"None of the behaviors {sorted(settings.behaviors)} is a built-in JAX environment "
+                       f"({', '.join(envs.registered())}); to train on a Unity build use --env.")
+    return known[0].split("?")[0]
+
+
+def apply_environment_parameters(env_params, parameters: dict | None):
+    """ML-Agents' ``environment_parameters`` (sent to Unity scenes) set fields of the JAX scene's params.
+
+    Constant values only (``max_episode_steps: 500``, ``random_spawn: true``); samplers and curricula are refused
+    with the parameter's name.
+    """
+    fields = set(env_params.__dataclass_fields__)
+    for name, value in (parameters or {}).items():
+        if name not in fields:
+            raise RunError(f"environment_parameters.{name}: not a parameter of this scene ({', '.join(sorted(fields))})")
+        if isinstance(value, dict):
+            raise RunError(f"environment_parameters.{name}: only constant values are supported, not samplers or curricula")
+        current = getattr(env_params, name)
+        try:
+            converted = type(current)(value) if isinstance(current, (bool, int, float, str)) else value
+        except (TypeError, ValueError):
+            raise RunError(f"environment_parameters.{name}: {value!r} is not a {type(current).__name__}") from None
+        env_params = env_params.replace(**{name: converted})
+    return env_params
+
+
+def resolve_num_envs(settings: RunSettings, trainer: TrainerSettings, backend: str | None = None) -> int:
+    """``env_settings.num_envs``, or the default for this backend (see ``train.default_num_envs``)."""
+    return settings.env_settings.num_envs or default_num_envs(trainer, backend or jax.default_backend())
+
+
+def checkpoint_metadata(behavior: str, spec: TrainSpec, seed: int, **extra: Any) -> dict:
+    """What a checkpoint needs to be read back without the YAML (export, validation)."""
+    net = spec.network
+    return {"behavior": behavior, "seed": seed, "num_envs": spec.num_envs, "rlrobot_version": __version__,
+            "network": {"obs_size": net.obs_size, "action_size": net.action_size, "hidden_units": net.hidden_units,
+                        "num_layers": net.num_layers, "normalize": net.normalize, "shared_critic": net.shared_critic},
+            **extra}
+
+
+@dataclass(frozen=True)
+class JaxTrainer:
+    """A behavior on the JAX robot: the scene, its parameters, the static spec and the robots' device mesh."""
+
+    behavior: str
+    env: Environment
+    env_params: Any
+    spec: TrainSpec
+    mesh: Mesh | None
+    num_devices: int
+
+    def init_state(self, seed: int) -> TrainState:
+        return init_train_state(jax.random.PRNGKey(seed), self.env, self.env_params, self.spec)
+
+    def place(self, states: list[TrainState], batched: bool) -> TrainState:
+        """Stack the runs' states (``batched``) and lay them out on the mesh, from process 0's copy."""
+        state = jax.tree.map(lambda *xs: jnp.stack(xs), *states) if batched else states[0]
+        return parallel.place(parallel.broadcast_from_first(state), self.mesh, batch_dims=int(batched))
+
+    def compile(self, state: TrainState, hparams: Hyperparams | None = None, *, inference: bool = False,
+                deterministic: bool = False, batched: bool = False):
+        """The ahead-of-time compiled ``(state, n, hparams) -> (state, Metrics)`` of ``train.make_train_iterations``."""
+        program = make_train_iterations(self.env, self.env_params, self.spec, inference=inference,
+                                        deterministic=deterministic, mesh=self.mesh, batched=batched)
+        return program.lower(state, jnp.int32(1), hparams).compile()
+
+
+def build_jax_trainer(settings: RunSettings, behavior: str | None = None, *, num_envs: int | None = None,
+                      devices: int | None = None) -> JaxTrainer:
+    """The JAX trainer ``rlrobot-learn`` runs for these settings: ``num_envs`` robots per area (default: the YAML's,
+    else ``resolve_num_envs``) times ``num_areas``, split over ``devices`` devices (default: all)."""
+    behavior = behavior or choose_behavior(settings)
+    trainer = settings.behavior(behavior)
+    env = envs.make(behavior)
+    env_params = apply_environment_parameters(env.default_params, settings.environment_parameters)
+    robots = (num_envs or resolve_num_envs(settings, trainer)) * settings.env_settings.num_areas
+    try:
+        device_list = parallel.choose_devices(devices, robots)
+    except ValueError as error:
+        raise RunError(str(error)) from None
+    spec = make_train_spec(trainer, env.observation_size, env.action_size, robots)
+    return JaxTrainer(behavior=behavior, env=env, env_params=env_params, spec=spec,
+                      mesh=parallel.make_mesh(device_list), num_devices=len(device_list))
+
+
+@struct.dataclass
+class UnityTrainState:
+    """What a Unity run carries between updates; the players' own state lives in their processes."""
+
+    agent: AgentState
+    opt_state: Any
+    key: jnp.ndarray
+    step: jnp.ndarray
+
+
+@dataclass(frozen=True)
+class UnityTrainer:
+    """A behavior on a Unity build: the spec for its agents, the jitted policy for the host batch and the jitted
+    ``train.learn`` for the buffers the players fill."""
+
+    spec: TrainSpec
+    act: Callable
+    learn: Callable
+
+    def init_state(self, seed: int) -> UnityTrainState:
+        key = jax.random.PRNGKey(seed)
+        agent = init_agent(key, self.spec.network)
+        return UnityTrainState(agent=agent, opt_state=make_optimizer().init(agent.params),
+                               key=jax.random.fold_in(key, 1), step=jnp.int32(0))
+
+
+def build_unity_trainer(trainer: TrainerSettings, observation_size: int, action_size: int,
+                        num_agents: int) -> UnityTrainer:
+    spec = make_train_spec(trainer, observation_size, action_size, num_agents)
+    return UnityTrainer(spec=spec, act=make_act(spec.network, explore=not trainer.network_settings.deterministic),
+                        learn=make_learn(spec))
+
+
+def make_act(network: NetworkSpec, explore: bool):
+    """Jitted ``(agent, obs, key) -> (raw action, log-prob, env action, entropy)`` for the host batch."""
+    def act(agent: AgentState, obs: jnp.ndarray, key: jax.Array):
+        mu, log_std = policy_distribution(agent.params, agent.actor_norm, obs, network)
+        raw = sample_action(key, mu, log_std) if explore else mu
+        entropy = jnp.mean(ppo.gaussian_entropy(log_std))
+        return raw, ppo.gaussian_log_prob(raw, mu, log_std), env_action(raw), entropy
+    return jax.jit(act)
+
+
+def make_learn(spec: TrainSpec):
+    """Jitted ``(state, transitions, step) -> (state, Metrics)``: :func:`rlrobot.train.learn` on a host buffer."""
+    def learn_buffer(state: UnityTrainState, transitions: Transition, step: jnp.ndarray) -> tuple[UnityTrainState, Metrics]:
+        key, key_update = jax.random.split(state.key)
+        agent, opt_state, metrics = learn(state.agent, state.opt_state, transitions, step, key_update, spec)
+        return state.replace(agent=agent, opt_state=opt_state, key=key, step=step + spec.steps_per_iteration), metrics
+    return jax.jit(learn_buffer)
