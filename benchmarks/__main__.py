@@ -26,6 +26,7 @@ import argparse
 import os
 import sys
 import time
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -34,6 +35,9 @@ import envs
 from benchmarks import env_throughput, inference_throughput, numpy_throughput, train_throughput
 from benchmarks.machine import machine_info, median_seconds
 from benchmarks.report import write_report
+from envs.api import Environment
+from rlrobot.config import load_run_settings
+from rlrobot.trainer import build_jax_trainer
 
 FAST_CONFIG = "configs/MobileRobot-fast.yaml"
 COURSE_CONFIG = "configs/MobileRobot.yaml"
@@ -82,21 +86,18 @@ def mlp_forward_flops(sizes: list[int]) -> int:
     return sum(2 * a * b for a, b in zip(sizes[:-1], sizes[1:]))
 
 
-def flops_per_agent_step(config: str, obs_size: int, action_size: int) -> dict:
+def flops_per_agent_step(config: str) -> dict:
     """NN FLOPs one agent-step of PPO costs: acting, two critic passes, and num_epoch × (forward + backward ≈ 3×)."""
-    from rlrobot.config import load_run_settings
-    from rlrobot.runner import choose_behavior
-
     settings = load_run_settings(config)
-    trainer = settings.behavior(choose_behavior(settings))
-    net = trainer.network_settings
+    trainer = build_jax_trainer(settings, devices=1)
+    spec, net = trainer.spec, trainer.spec.network
     hidden = [net.hidden_units] * max(net.num_layers, 1)
-    actor = mlp_forward_flops([obs_size, *hidden, action_size])
-    critic = mlp_forward_flops([obs_size, *hidden, 1])
-    epochs = trainer.hyperparameters.num_epoch
-    total = actor + 2 * critic + epochs * 3 * (actor + critic)
+    actor = mlp_forward_flops([net.obs_size, *hidden, net.action_size])
+    critic = mlp_forward_flops([net.obs_size, *hidden, 1])
+    total = actor + 2 * critic + spec.num_epoch * 3 * (actor + critic)
     return {"network": f"{net.num_layers}x{net.hidden_units}", "actor_forward": actor, "critic_forward": critic,
-            "epochs": epochs, "flops_per_agent_step": total, "buffer_size": trainer.hyperparameters.buffer_size}
+            "epochs": spec.num_epoch, "flops_per_agent_step": total,
+            "buffer_size": settings.behavior(trainer.behavior).hyperparameters.buffer_size}
 
 
 def ceiling_row(config: str, train_row: dict, flops: dict, rate: float) -> dict:
@@ -108,82 +109,92 @@ def ceiling_row(config: str, train_row: dict, flops: dict, rate: float) -> dict:
             "fraction": achieved / ceiling, "compile_s": train_row["compile_s"]}
 
 
+def env_columns(env: Environment, params: Any, counts: list[int], m: dict) -> tuple[list[dict], list[dict]]:
+    """The env-only and env + inference (fast config's network) columns at each robot count."""
+    spec = inference_throughput.network_spec(FAST_CONFIG, env)
+    env_rows, inference_rows = [], []
+    for n in counts:
+        steps = min(m["env_steps"], n * m["env_steps_per_robot"])
+        log(f"env only, {n} robots")
+        env_rows.append(env_throughput.measure(env, params, n, steps, m["repeats"]))
+        log(f"env + inference, {n} robots")
+        inference_rows.append(inference_throughput.measure(
+            env, params, n, min(m["inference_steps"], n * m["env_steps_per_robot"]), m["repeats"], spec))
+    return env_rows, inference_rows
+
+
+def train_column(mode: str, counts: list[int], buffer_size: int, skipped: list[dict]) -> list[dict]:
+    """The fast config's training throughput at the robot counts ``mode`` trains at; the others go to ``skipped``."""
+    m = MODES[mode]
+    train_counts = m["train_counts"] or counts
+    rows = []
+    for n in counts:
+        if n not in train_counts:
+            skipped.append({"column": "train", "num_envs": n, "why": f"{mode} mode trains at {train_counts}"})
+            continue
+        if buffer_size // n < 1:
+            skipped.append({"column": "train", "num_envs": n, "why": f"buffer_size {buffer_size} // {n} < 1"})
+            continue
+        log(f"training, {n} robots")
+        rows.append(train_throughput.measure(FAST_CONFIG, n, m["train_iterations"], m["train_repeats"]))
+    return rows
+
+
+def numpy_column(mode: str, counts: list[int], skipped: list[dict]) -> list[dict]:
+    """The NumPy port's env-only throughput at the robot counts ``mode`` allows; the others go to ``skipped``."""
+    m = MODES[mode]
+    rows = []
+    for n in counts:
+        if m["numpy_max_robots"] is not None and n > m["numpy_max_robots"]:
+            skipped.append({"column": "numpy", "num_envs": n,
+                            "why": f"{mode} mode: NumPy ≤ {m['numpy_max_robots']} robots"})
+            continue
+        log(f"NumPy env, {n} robots")
+        rows.append(numpy_throughput.measure(n, m["numpy_steps"], m["numpy_max_steps"], m["numpy_repeats"]))
+    return rows
+
+
+# The robot count the fast config trains with: its row of the ceiling table.
+FAST_ROBOTS = 512
+
+
+def fast_train_row(train_rows: list[dict], m: dict) -> dict:
+    """The fast config's training row at ``FAST_ROBOTS``, measured now when the train column lacks it."""
+    row = next((r for r in train_rows if r["num_envs"] == FAST_ROBOTS), None)
+    if row is None:
+        log(f"training, fast config at {FAST_ROBOTS} robots")
+        row = train_throughput.measure(FAST_CONFIG, FAST_ROBOTS, m["train_iterations"], m["train_repeats"])
+    return row
+
+
 def run(mode: str) -> dict:
     m = MODES[mode]
-    backend = jax.default_backend()
-    counts = list(m["counts"]) + (ACCELERATOR_COUNTS if mode == "full" and backend != "cpu" else [])
+    counts = list(m["counts"]) + (ACCELERATOR_COUNTS if mode == "full" and jax.default_backend() != "cpu" else [])
     env = envs.make("MobileRobot")
     params = env.default_params
-    spec = inference_throughput.network_spec(FAST_CONFIG, env)
-    fast_flops = flops_per_agent_step(FAST_CONFIG, env.observation_size, env.action_size)
+    fast_flops = flops_per_agent_step(FAST_CONFIG)
     result = {"machine": machine_info(), "mode": mode, "env": "MobileRobot", "config": FAST_CONFIG,
               "network": fast_flops["network"], "robot_counts": counts,
               "columns": {"env": [], "inference": [], "train": [], "numpy": []}, "skipped": [], "torch": None,
               "sb3": None, "unity": None}
-    cols = result["columns"]
+    cols, skipped = result["columns"], result["skipped"]
 
     log(f"matmul rate ({m['matmul_iterations']} iterations)")
     result["matmul"] = matmul_rate(m["matmul_iterations"])
-
-    for n in counts:
-        steps = min(m["env_steps"], n * m["env_steps_per_robot"])
-        log(f"env only, {n} robots")
-        cols["env"].append(env_throughput.measure(env, params, n, steps, m["repeats"]))
-        log(f"env + inference, {n} robots")
-        cols["inference"].append(inference_throughput.measure(
-            env, params, n, min(m["inference_steps"], n * m["env_steps_per_robot"]), m["repeats"], spec))
-
-    train_counts = m["train_counts"] or counts
-    for n in counts:
-        if n not in train_counts:
-            result["skipped"].append({"column": "train", "num_envs": n, "why": f"{mode} mode trains at {train_counts}"})
-            continue
-        if fast_flops["buffer_size"] // n < 1:
-            result["skipped"].append({"column": "train", "num_envs": n,
-                                      "why": f"buffer_size {fast_flops['buffer_size']} // {n} < 1"})
-            continue
-        log(f"training, {n} robots")
-        cols["train"].append(train_throughput.measure(FAST_CONFIG, n, m["train_iterations"], m["train_repeats"]))
-
-    for n in counts:
-        if m["numpy_max_robots"] is not None and n > m["numpy_max_robots"]:
-            result["skipped"].append({"column": "numpy", "num_envs": n, "why": f"{mode} mode: NumPy ≤ {m['numpy_max_robots']} robots"})
-            continue
-        log(f"NumPy env, {n} robots")
-        cols["numpy"].append(numpy_throughput.measure(n, m["numpy_steps"], m["numpy_max_steps"], m["numpy_repeats"]))
+    cols["env"], cols["inference"] = env_columns(env, params, counts, m)
+    cols["train"] = train_column(mode, counts, fast_flops["buffer_size"], skipped)
+    cols["numpy"] = numpy_column(mode, counts, skipped)
 
     rate = result["matmul"]["flops_per_second"]
-    # The fast config at its own robot count (the count it trains with), measured above when it was in the list.
-    fast_n = 512
-    fast_row = next((r for r in cols["train"] if r["num_envs"] == fast_n), None)
-    if fast_row is None:
-        log(f"training, fast config at {fast_n} robots")
-        fast_row = train_throughput.measure(FAST_CONFIG, fast_n, m["train_iterations"], m["train_repeats"])
+    fast_row = fast_train_row(cols["train"], m)
     result["ceiling"] = [ceiling_row(FAST_CONFIG, fast_row, fast_flops, rate)]
     if m["course"]:
         log("training, course config")
-        course_row = train_throughput.measure(COURSE_CONFIG, None, 2, 1)
-        course_flops = flops_per_agent_step(COURSE_CONFIG, env.observation_size, env.action_size)
-        result["course_train"] = course_row
-        result["ceiling"].append(ceiling_row(COURSE_CONFIG, course_row, course_flops, rate))
-
+        result["course_train"] = train_throughput.measure(COURSE_CONFIG, None, 2, 1)
+        result["ceiling"].append(ceiling_row(COURSE_CONFIG, result["course_train"],
+                                             flops_per_agent_step(COURSE_CONFIG), rate))
     if m["torch"]:
-        try:
-            import torch  # noqa: F401
-        except ImportError:
-            result["torch"] = {"skipped": "torch is not installed (pip install -e '.[bench]')"}
-        else:
-            from benchmarks.torch_ppo import config_shape, train_steps_per_second
-
-            log("PyTorch PPO-AC, fast config")
-            shape = config_shape(FAST_CONFIG)
-            hyper = {k: shape[k] for k in ("learning_rate", "beta", "clip", "lambd", "gamma")}
-            t = train_steps_per_second(shape["num_envs"], shape["rollout_steps"], shape["hidden_units"],
-                                       shape["num_layers"], shape["minibatch"], shape["epochs"], 2, **hyper)
-            t["config"] = FAST_CONFIG
-            t["torch"] = torch.__version__
-            result["torch"] = t
-            result["torch"]["rlrobot_agent_steps_per_second"] = fast_row["agent_steps_per_second"]
+        result["torch"] = torch_column(fast_row)
     if m["sb3"]:
         result["sb3"] = sb3_column(fast_row)
     if m["unity"]:
@@ -194,7 +205,7 @@ def run(mode: str) -> dict:
 UNITY_AGENTS = [1, 16, 64]
 
 
-def unity_column(env, params, repeats: int, steps: int) -> dict:
+def unity_column(env: Environment, params: Any, repeats: int, steps: int) -> dict:
     """Env-only agent-steps/s through ML-Agents' protocol to the stand-in player, beside the JAX env's."""
     try:
         from benchmarks import unity_throughput
@@ -214,6 +225,19 @@ def unity_column(env, params, repeats: int, steps: int) -> dict:
         row["jax_agent_steps_per_second"] = env_throughput.measure(env, params, n, n * 100 * steps, repeats)[
             "agent_steps_per_second"]
     return {"rows": rows, "versions": unity_throughput.versions()}
+
+
+def torch_column(fast_row: dict) -> dict:
+    """The PyTorch PPO-AC loop's training agent-steps/s on the fast config beside rlrobot's, or why it was skipped."""
+    try:
+        import torch
+    except ImportError:
+        return {"skipped": "torch is not installed (pip install -e '.[bench]')"}
+    from benchmarks.torch_ppo import config_steps_per_second
+
+    log("PyTorch PPO-AC, fast config")
+    row = config_steps_per_second(FAST_CONFIG, iterations=2)
+    return {**row, "torch": torch.__version__, "rlrobot_agent_steps_per_second": fast_row["agent_steps_per_second"]}
 
 
 def sb3_column(fast_row: dict) -> dict:

@@ -11,25 +11,33 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 
 import envs
 from benchmarks.machine import compile_and_time, machine_info, throughput_row, throughput_table
+from envs.api import Environment
 
 
-def make_runner(env, params, num_envs: int, steps: int):
-    """A compiled function running ``steps`` steps of ``num_envs`` robots with uniform random actions."""
+# ``(key, obs [N, obs_size], policy) -> actions [N, action_size]``; ``policy`` is the runner's second argument.
+Act = Callable[[jax.Array, jax.Array, Any], jax.Array]
 
-    def run(key):
+
+def make_runner(env: Environment, params: Any, num_envs: int, steps: int, act: Act | None = None) -> Callable:
+    """A jitted ``(key, policy=None)`` running ``steps`` steps of ``num_envs`` robots acting with ``act`` (default:
+    uniform random actions)."""
+    act = act or (lambda key, obs, _: jax.random.uniform(key, (num_envs, env.action_size), minval=-1.0, maxval=1.0))
+
+    def run(key: jax.Array, policy: Any = None) -> jax.Array:
         key_reset, key_run = jax.random.split(key)
         obs, state = env.reset_batch(key_reset, params, num_envs)
 
-        def body(carry, _):
+        def body(carry: tuple, _: None) -> tuple[tuple, None]:
             obs, state, key, total = carry
             key, key_act, key_step = jax.random.split(key, 3)
-            action = jax.random.uniform(key_act, (num_envs, env.action_size), minval=-1.0, maxval=1.0)
+            action = act(key_act, obs, policy)
             obs, state, reward, *_ = env.step_batch(key_step, state, action, params)
             return (obs, state, key, total + jnp.sum(reward)), None
 
@@ -39,7 +47,7 @@ def make_runner(env, params, num_envs: int, steps: int):
     return jax.jit(run)
 
 
-def measure(env, params, num_envs: int, min_agent_steps: int, repeats: int) -> dict:
+def measure(env: Environment, params: Any, num_envs: int, min_agent_steps: int, repeats: int) -> dict:
     steps = max(16, min_agent_steps // num_envs)
     compile_s, seconds = compile_and_time(make_runner(env, params, num_envs, steps), (jax.random.PRNGKey(1),), repeats)
     return throughput_row(num_envs, steps, seconds, compile_s)

@@ -22,6 +22,8 @@ from stable_baselines3.common.vec_env import VecEnv
 
 from envs.numpy_robot import NumpyMobileRobot
 
+Indices = int | Sequence[int] | None  # VecEnv's sub-environment selector
+
 
 def observation_space() -> spaces.Box:
     return spaces.Box(-1.0, 1.0, (NumpyMobileRobot.observation_size,), np.float32)
@@ -96,20 +98,21 @@ class RobotVecEnv(VecEnv):
         pass
 
     # The batch is one object, not a list of sub-environments: attribute and method access goes to it.
-    def get_attr(self, attr_name: str, indices=None) -> list[Any]:
+    def get_attr(self, attr_name: str, indices: Indices = None) -> list[Any]:
         return [getattr(self, attr_name)] * len(self._indices(indices))
 
-    def set_attr(self, attr_name: str, value: Any, indices=None) -> None:
+    def set_attr(self, attr_name: str, value: Any, indices: Indices = None) -> None:
         setattr(self, attr_name, value)
 
-    def env_method(self, method_name: str, *method_args, indices=None, **method_kwargs) -> list[Any]:
+    def env_method(self, method_name: str, *method_args: Any, indices: Indices = None,
+                   **method_kwargs: Any) -> list[Any]:
         result = getattr(self, method_name)(*method_args, **method_kwargs)
         return [result] * len(self._indices(indices))
 
-    def env_is_wrapped(self, wrapper_class: type, indices=None) -> list[bool]:
+    def env_is_wrapped(self, wrapper_class: type, indices: Indices = None) -> list[bool]:
         return [False] * len(self._indices(indices))
 
-    def _indices(self, indices) -> Sequence[int]:
+    def _indices(self, indices: Indices) -> Sequence[int]:
         if indices is None:
             return range(self.num_envs)
         return [indices] if isinstance(indices, int) else list(indices)

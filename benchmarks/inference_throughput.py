@@ -11,52 +11,42 @@ The normaliser is not updated (that is training work), so this is the cost of ru
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+from typing import Any
 
 import jax
-import jax.numpy as jnp
 
 import envs
+from benchmarks.env_throughput import Act, make_runner
 from benchmarks.machine import compile_and_time, machine_info, throughput_row, throughput_table
-from rlrobot.networks import NetworkSpec, env_action, init_agent, policy_distribution, sample_action
+from envs.api import Environment
+from rlrobot.config import load_run_settings
+from rlrobot.networks import AgentState, NetworkSpec, env_action, init_agent, policy_distribution, sample_action
+from rlrobot.trainer import build_jax_trainer
 
 
-def network_spec(config: str, env) -> NetworkSpec:
-    """The network ``config`` trains, sized for ``env``."""
-    from rlrobot.config import load_run_settings
-    from rlrobot.runner import choose_behavior
-
-    settings = load_run_settings(config)
-    net = settings.behavior(choose_behavior(settings)).network_settings
-    return NetworkSpec(obs_size=env.observation_size, action_size=env.action_size, hidden_units=net.hidden_units,
-                       num_layers=net.num_layers, normalize=net.normalize)
+def network_spec(config: str, env: Environment) -> NetworkSpec:
+    """The network ``config`` trains (its ``build_jax_trainer`` spec's), sized for ``env``."""
+    network = build_jax_trainer(load_run_settings(config), devices=1).spec.network
+    return dataclasses.replace(network, obs_size=env.observation_size, action_size=env.action_size)
 
 
-def make_runner(env, params, num_envs: int, steps: int, spec: NetworkSpec):
-    """A compiled function running ``steps`` steps of ``num_envs`` robots acting with the policy of ``agent``."""
+def policy_act(spec: NetworkSpec) -> Act:
+    """``env_throughput.make_runner``'s ``act`` for a policy ``agent``: a Gaussian sample of its actor, as an action."""
 
-    def run(key, agent):
-        key_reset, key_run = jax.random.split(key)
-        obs, state = env.reset_batch(key_reset, params, num_envs)
+    def act(key: jax.Array, obs: jax.Array, agent: AgentState) -> jax.Array:
+        mu, log_std = policy_distribution(agent.params, agent.actor_norm, obs, spec)
+        return env_action(sample_action(key, mu, log_std))
 
-        def body(carry, _):
-            obs, state, key, total = carry
-            key, key_act, key_step = jax.random.split(key, 3)
-            mu, log_std = policy_distribution(agent.params, agent.actor_norm, obs, spec)
-            action = env_action(sample_action(key_act, mu, log_std))
-            obs, state, reward, *_ = env.step_batch(key_step, state, action, params)
-            return (obs, state, key, total + jnp.sum(reward)), None
-
-        (obs, _, _, total), _ = jax.lax.scan(body, (obs, state, key_run, jnp.float32(0.0)), None, length=steps)
-        return total + jnp.sum(obs)
-
-    return jax.jit(run)
+    return act
 
 
-def measure(env, params, num_envs: int, min_agent_steps: int, repeats: int, spec: NetworkSpec) -> dict:
+def measure(env: Environment, params: Any, num_envs: int, min_agent_steps: int, repeats: int,
+            spec: NetworkSpec) -> dict:
     steps = max(16, min_agent_steps // num_envs)
     agent = init_agent(jax.random.PRNGKey(2), spec)
-    runner = make_runner(env, params, num_envs, steps, spec)
+    runner = make_runner(env, params, num_envs, steps, policy_act(spec))
     compile_s, seconds = compile_and_time(runner, (jax.random.PRNGKey(1), agent), repeats)
     return {**throughput_row(num_envs, steps, seconds, compile_s), "network": f"{spec.num_layers}x{spec.hidden_units}"}
 

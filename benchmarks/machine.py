@@ -6,7 +6,7 @@ import os
 import platform
 import statistics
 import time
-from typing import Callable
+from typing import Any, Callable
 
 import jax
 
@@ -46,7 +46,7 @@ def median_seconds(run: Callable[[], object], repeats: int) -> float:
     return statistics.median(times)
 
 
-def compile_and_time(jitted, args: tuple, repeats: int) -> tuple[float, float]:
+def compile_and_time(jitted: Any, args: tuple, repeats: int) -> tuple[float, float]:
     """Compile a jitted function ahead of time for ``args``, then time it: ``(compile seconds, median run seconds)``."""
     t0 = time.perf_counter()
     compiled = jitted.lower(*args).compile()

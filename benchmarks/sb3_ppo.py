@@ -34,11 +34,13 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.vec_env import VecNormalize
 
 from benchmarks.gym_robot import RobotVecEnv
-from benchmarks.time_to_solve import (EpisodeLog, baseline_parser, first_episodes_numpy, is_solved,
-                                      print_time_to_solve)
+from benchmarks.solving import (EpisodeLog, baseline_parser, baseline_spec, first_episodes_numpy, is_solved,
+                                print_time_to_solve)
+from benchmarks.torch_ppo import config_steps_per_second
+from benchmarks.train_throughput import measure
 from envs.numpy_robot import NumpyMobileRobot
+from rlrobot import ppo
 from rlrobot.networks import NORMALIZED_OBS_CLIP
-
 
 
 def linear_schedule(initial: float, floor: float, schedule: str) -> Callable[[float], float]:
@@ -49,29 +51,20 @@ def linear_schedule(initial: float, floor: float, schedule: str) -> Callable[[fl
 
 
 def sb3_settings(config: str, num_envs: int | None = None) -> dict:
-    """The robot count, SB3 ``PPO`` keyword arguments and ML-Agents schedules for ``config``."""
-    from rlrobot import ppo
-    from rlrobot.config import load_run_settings
-    from rlrobot.train import default_num_envs
-
-    settings = load_run_settings(config, {})
-    trainer = settings.behavior("MobileRobot")
-    hp, net = trainer.hyperparameters, trainer.network_settings
-    n = num_envs or settings.env_settings.num_envs or default_num_envs(trainer, "cpu")
-    n_steps = math.ceil(hp.buffer_size / n)
+    """The robot count, SB3 ``PPO`` keyword arguments and ML-Agents schedules for ``config`` (``baseline_spec``)."""
+    spec = baseline_spec(config, num_envs)
+    net, actions = spec.network, NumpyMobileRobot.action_size
     layers = [net.hidden_units] * net.num_layers
     return {
-        "num_envs": n, "normalize": net.normalize, "max_steps": trainer.max_steps,
+        "num_envs": spec.num_envs, "normalize": net.normalize, "max_steps": spec.max_steps,
         "network": f"{net.num_layers}x{net.hidden_units}",
-        "beta": linear_schedule(hp.beta / NumpyMobileRobot.action_size, ppo.BETA_FLOOR / NumpyMobileRobot.action_size,
-                                hp.beta_schedule),
+        "beta": linear_schedule(spec.beta / actions, ppo.BETA_FLOOR / actions, spec.beta_schedule),
         "ppo": {
-            "n_steps": n_steps, "batch_size": min(hp.batch_size, n * n_steps), "n_epochs": hp.num_epoch,
-            "gamma": trainer.gamma, "gae_lambda": hp.lambd,
-            "learning_rate": linear_schedule(hp.learning_rate, ppo.LR_FLOOR, hp.learning_rate_schedule),
-            "clip_range": linear_schedule(hp.epsilon, ppo.EPSILON_FLOOR, hp.epsilon_schedule),
-            "ent_coef": hp.beta / NumpyMobileRobot.action_size, "vf_coef": ppo.VALUE_LOSS_COEF,
-            "max_grad_norm": math.inf,
+            "n_steps": spec.rollout_steps, "batch_size": spec.batch_size, "n_epochs": spec.num_epoch,
+            "gamma": spec.gamma, "gae_lambda": spec.lambd,
+            "learning_rate": linear_schedule(spec.learning_rate, ppo.LR_FLOOR, spec.learning_rate_schedule),
+            "clip_range": linear_schedule(spec.epsilon, ppo.EPSILON_FLOOR, spec.epsilon_schedule),
+            "ent_coef": spec.beta / actions, "vf_coef": ppo.VALUE_LOSS_COEF, "max_grad_norm": math.inf,
             "policy_kwargs": {"net_arch": {"pi": layers, "vf": layers}, "activation_fn": torch.nn.SiLU},
         },
     }
@@ -161,8 +154,8 @@ def time_to_solve(config: str, seed: int, budget_s: float, max_steps: int | None
                   threads: int | None = None) -> dict:
     """Train until ``max_steps`` (default the config's) or ``budget_s`` wall-clock seconds, then validate the policy."""
     torch.set_num_threads(threads or os.cpu_count())
+    settings = sb3_settings(config)  # before the clock: it starts JAX, which SB3 does not use
     start = time.perf_counter()
-    settings = sb3_settings(config)
     max_steps = max_steps or settings["max_steps"]
     model = make_model(settings, seed)
     callback = SolveCallback(EpisodeLog(settings["num_envs"]), start, budget_s, settings["beta"], max_steps)
@@ -175,8 +168,8 @@ def time_to_solve(config: str, seed: int, budget_s: float, max_steps: int | None
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = baseline_parser(__doc__.split("\n")[0],
-                           "also time rlrobot (benchmarks.train_throughput) and the PyTorch PPO-AC loop, per config").parse_args(argv)
+    compare_help = "also time rlrobot (benchmarks.train_throughput) and the PyTorch PPO-AC loop, per config"
+    args = baseline_parser(__doc__.split("\n")[0], compare_help).parse_args(argv)
     if args.solve:
         print_time_to_solve(args, time_to_solve)
         return
@@ -199,15 +192,8 @@ def main(argv: list[str] | None = None) -> None:
             print(f"| {config} | {r['network']} | {shape} | {r['minibatch']} × {r['epochs']} | "
                   f"{r['agent_steps_per_second']:,.0f} |", flush=True)
             continue
-        from benchmarks import torch_ppo
-        from benchmarks.train_throughput import measure
-
         rl = measure(config, None, args.iterations, repeats=1)["agent_steps_per_second"]
-        c = torch_ppo.config_shape(config)
-        t = torch_ppo.train_steps_per_second(
-            c["num_envs"], c["rollout_steps"], c["hidden_units"], c["num_layers"], c["minibatch"], c["epochs"],
-            args.iterations, args.threads,
-            **{k: c[k] for k in ("learning_rate", "beta", "clip", "lambd", "gamma")})["agent_steps_per_second"]
+        t = config_steps_per_second(config, args.iterations, args.threads)["agent_steps_per_second"]
         sb3 = r["agent_steps_per_second"]
         print(f"| {config} | {r['network']} | {shape} | {rl:,.0f} | {t:,.0f} | {sb3:,.0f} | {rl / t:.1f}× | "
               f"{rl / sb3:.1f}× |", flush=True)

@@ -13,7 +13,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -21,39 +20,18 @@ REPO = Path(__file__).resolve().parents[1]
 
 def measure(config: str, devices: int, seeds: int, iterations: int) -> dict:
     """In this process: compile the iteration for ``seeds`` runs on ``devices`` devices and time ``iterations``."""
-    import jax
-    import jax.numpy as jnp
-
-    import envs
     from benchmarks.machine import machine_info
-    from rlrobot import parallel
+    from benchmarks.train_throughput import time_iterations
     from rlrobot.config import load_run_settings
-    from rlrobot.runner import choose_behavior
-    from rlrobot.train import default_num_envs, init_train_state, make_train_iterations, make_train_spec
+    from rlrobot.trainer import build_jax_trainer
 
-    settings = load_run_settings(config)
-    behavior = choose_behavior(settings)
-    trainer = settings.behavior(behavior)
-    env = envs.make(behavior)
-    num_envs = settings.env_settings.num_envs or default_num_envs(trainer, jax.default_backend())
-    spec = make_train_spec(trainer, env.observation_size, env.action_size, num_envs)
-    mesh = parallel.make_mesh(parallel.choose_devices(devices, num_envs))
+    trainer = build_jax_trainer(load_run_settings(config), devices=devices)
     batched = seeds > 1
-    states = [init_train_state(jax.random.PRNGKey(seed), env, env.default_params, spec) for seed in range(seeds)]
-    state = jax.tree.map(lambda *xs: jnp.stack(xs), *states) if batched else states[0]
-    state = parallel.place(state, mesh, batch_dims=int(batched))
-    t0 = time.perf_counter()
-    run = make_train_iterations(env, env.default_params, spec, mesh=mesh, batched=batched).lower(
-        state, jnp.int32(1), None).compile()
-    compile_s = time.perf_counter() - t0
-    state, _ = run(state, jnp.int32(1), None)  # warm-up
-    jax.block_until_ready(state)
-    t0 = time.perf_counter()
-    state, metrics = run(state, jnp.int32(iterations), None)
-    jax.block_until_ready(metrics)
-    seconds = time.perf_counter() - t0
+    state = trainer.place([trainer.init_state(seed) for seed in range(seeds)], batched)
+    compile_s, seconds = time_iterations(trainer, state, iterations, repeats=1, batched=batched)
+    spec = trainer.spec
     total = seeds * iterations * spec.steps_per_iteration / seconds
-    return {"config": config, "devices": devices, "seeds": seeds, "num_envs": num_envs,
+    return {"config": config, "devices": devices, "seeds": seeds, "num_envs": spec.num_envs,
             "steps_per_iteration": spec.steps_per_iteration, "iterations": iterations, "compile_s": compile_s,
             "agent_steps_per_second": total, "per_run_steps_per_second": total / seeds, "machine": machine_info()}
 

@@ -5,11 +5,11 @@ rlrobot: each seed runs ``rlrobot-learn`` on the config in a scratch results fol
 ``rlrobot-validate``'s first-episode evaluation in the JAX scene. Baselines (``--baselines torch sb3``): each trains
 on the NumPy port with the same config until its ``max_steps`` or ``--budget`` wall-clock seconds, whichever comes
 first, logging a summary per update (x = seconds since it started building its model), and its final policy plays
-the same first-episode evaluation in the NumPy port (``first_episodes_numpy``). Either way: one episode for each of
-1000 robots, robot i in arena i mod 8, sampled actions; solved = ≥ 99% success and mean return ≥ 7.8, within the
-budget. A run that does not get there is reported as not solved in that many seconds, never extrapolated. The
-Unity + ML-Agents reference from the exemplar (680k agent-steps in 715 s) is drawn as a line. The load average is
-recorded before and after each run (other processes share the cores).
+the same first-episode evaluation in the NumPy port (``benchmarks.solving.first_episodes_numpy``). Either way: one
+episode for each of 1000 robots, robot i in arena i mod 8, sampled actions; solved = ≥ 99% success and mean return
+≥ 7.8, within the budget. A run that does not get there is reported as not solved in that many seconds, never
+extrapolated. The Unity + ML-Agents reference from the exemplar (680k agent-steps in 715 s) is drawn as a line. The
+load average is recorded before and after each run (other processes share the cores).
 
     python -m benchmarks.time_to_solve [--config C] [--seeds 0 1 2] [--baselines torch sb3 --budget 600] [--out DIR]
 """
@@ -18,89 +18,15 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable
-
-import numpy as np
 
 from benchmarks.machine import machine_info
+from benchmarks.solving import VALIDATION_EPISODES, VALIDATION_MAX_STEPS, is_solved, methods_table, with_load
 
 UNITY_SECONDS = 715.0
-SOLVED_SUCCESS, SOLVED_RETURN = 0.99, 7.8
-VALIDATION_EPISODES, VALIDATION_MAX_STEPS = 1000, 1000
 COLORS = {"rlrobot": "tab:blue", "PyTorch PPO-AC": "tab:orange", "SB3 PPO": "tab:green"}
-
-
-def is_solved(final: dict) -> bool:
-    return final["success_rate"] >= SOLVED_SUCCESS and final["mean_return"] >= SOLVED_RETURN
-
-
-class EpisodeLog:
-    """The training curve as rlrobot's summaries count it: episodes that ended since the last summary."""
-
-    def __init__(self, num_envs: int):
-        self.returns = np.zeros(num_envs, np.float64)
-        self.curve: list[dict] = []
-        self.episodes = self.successes = 0
-        self.return_sum = 0.0
-
-    def record(self, reward: np.ndarray, terminated: np.ndarray, truncated: np.ndarray) -> None:
-        """One step of every robot (``terminated``: reached the goal; ``truncated``: time limit)."""
-        self.returns += reward
-        done = np.asarray(terminated) | np.asarray(truncated)
-        self.episodes += int(np.count_nonzero(done))
-        self.successes += int(np.count_nonzero(terminated))
-        self.return_sum += float(self.returns[done].sum())
-        self.returns[done] = 0.0
-
-    def summary(self, step: int, seconds: float) -> dict:
-        n = self.episodes
-        point = {"step": int(step), "seconds": seconds, "success_rate": self.successes / n if n else None,
-                 "mean_reward": self.return_sum / n if n else None}
-        self.curve.append(point)
-        self.episodes = self.successes = 0
-        self.return_sum = 0.0
-        return point
-
-
-def first_episodes_numpy(act: Callable[[np.ndarray], np.ndarray], episodes: int = VALIDATION_EPISODES,
-                         max_steps: int = VALIDATION_MAX_STEPS, seed: int = 0) -> dict:
-    """``rlrobot-validate``'s evaluation in the NumPy port: each robot's first episode under ``act(obs) -> actions``."""
-    from envs.numpy_robot import NumpyMobileRobot
-    from rlrobot.validate import episode_summary
-
-    env = NumpyMobileRobot(episodes, seed=seed)
-    obs = env.reset()
-    success, finished = np.zeros(episodes, bool), np.zeros(episodes, bool)
-    returns, lengths = np.zeros(episodes), np.zeros(episodes)
-    for _ in range(max_steps):
-        active = ~finished
-        obs, reward, terminated, truncated, _ = env.step(act(obs))
-        returns += np.where(active, reward, 0.0)
-        lengths += active
-        success |= active & terminated
-        finished |= active & (terminated | truncated)
-        if finished.all():
-            break
-    summary = episode_summary(success[finished], returns[finished], lengths[finished])
-    summary["unfinished"] = int((~finished).sum())
-    return summary
-
-
-def solved_from(curve: list[dict]) -> dict | None:
-    """The first summary from which every summary shows ≥ 99% success and mean reward ≥ 7.8, if any.
-
-    Not simply the first such summary: the first summaries only count the episodes that ended quickly, which are
-    the lucky successes (a random policy's first summary scores 100%).
-    """
-    start = None
-    for p in curve:
-        ok = p["success_rate"] is not None and p["success_rate"] >= SOLVED_SUCCESS and p["mean_reward"] >= SOLVED_RETURN
-        start = (start or p) if ok else None
-    return start
 
 
 def run_seed(config: str, seed: int, scratch: Path) -> dict:
@@ -135,36 +61,6 @@ def run_baseline(name: str, config: str, seed: int, budget_s: float) -> dict:
     else:
         raise ValueError(f"unknown baseline {name!r}; expected 'torch' or 'sb3'")
     return time_to_solve(config, seed, budget_s)
-
-
-BASELINE_CONFIGS = ["configs/MobileRobot-fast.yaml", "configs/MobileRobot.yaml"]
-
-
-def baseline_parser(description: str, compare_help: str) -> argparse.ArgumentParser:
-    """The command line the training baselines share: throughput per config, or ``--solve`` to a budget."""
-    parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--configs", nargs="+", default=BASELINE_CONFIGS)
-    parser.add_argument("--iterations", type=int, default=3)
-    parser.add_argument("--threads", type=int)
-    parser.add_argument("--compare", action="store_true", help=compare_help)
-    parser.add_argument("--solve", action="store_true", help="time to solve the first config instead of throughput")
-    parser.add_argument("--budget", type=float, default=600.0, help="--solve: wall-clock seconds to train at most")
-    parser.add_argument("--seed", type=int, default=0, help="--solve: seed")
-    return parser
-
-
-def print_time_to_solve(args: argparse.Namespace, time_to_solve: Callable[..., dict]) -> None:
-    """``--solve``: one baseline's time to solve, as a row of the methods table."""
-    result = with_load(lambda: time_to_solve(args.configs[0], args.seed, args.budget, threads=args.threads))
-    print("\n".join(methods_table([result], args.budget)))
-
-
-def with_load(run: Callable[[], dict]) -> dict:
-    """``run()``'s result with the 1-minute load average before and after it."""
-    before = os.getloadavg()[0]
-    result = run()
-    result["load_before"], result["load_after"] = before, os.getloadavg()[0]
-    return result
 
 
 def plot(results: list[dict], path: Path) -> None:
@@ -207,25 +103,6 @@ def rlrobot_table(results: list[dict]) -> list[str]:
                      f"{f['success_rate']:.3f} [{lo:.3f}, {hi:.3f}] | {f['mean_return']:.2f} | "
                      f"{f['mean_length']:.1f} | "
                      f"{'yes' if r['solved'] else 'no'} |")
-    return lines
-
-
-def methods_table(results: list[dict], budget_s: float) -> list[str]:
-    lines = ["| method | seed | summaries ≥ 99% success, reward ≥ 7.8 from | trained | final: success [95% CI] | "
-             "final: mean return | solved | load before → after |",
-             "|---|---:|---:|---:|---:|---:|---|---|"]
-    for r in results:
-        f, hit = r["final"], solved_from(r["curve"])
-        lo, hi = f["success_rate_ci95"]
-        first = "—" if hit is None else f"{hit['seconds']:.1f} s ({hit['step'] / 1e6:.2f} M steps)"
-        solved = f"yes, {r['train_seconds']:.0f} s" if r["solved"] and r["train_seconds"] <= budget_s \
-            else f"not solved in {budget_s:.0f} s"
-        if not r["solved"] and not r.get("out_of_time", True):
-            solved += f" (all {r['steps'] / 1e6:.2f} M steps done at {r['train_seconds']:.0f} s)"
-        load = f"{r['load_before']:.2f} → {r['load_after']:.2f}" if "load_before" in r else "—"
-        lines.append(f"| {r['method']} | {r['seed']} | {first} | {r['steps'] / 1e6:.2f} M steps, "
-                     f"{r['train_seconds']:.1f} s | {f['success_rate']:.3f} [{lo:.3f}, {hi:.3f}] | "
-                     f"{f['mean_return']:.2f} | {solved} | {load} |")
     return lines
 
 

@@ -27,19 +27,18 @@ policy judged by the first-episode validation in the NumPy port.
 """
 from __future__ import annotations
 
-import math
 import os
 import statistics
 import time
 
 import numpy as np
 import torch
-from torch import nn
+from torch import Tensor, nn
 
-from benchmarks.time_to_solve import (EpisodeLog, baseline_parser, first_episodes_numpy, is_solved,
-                                      print_time_to_solve)
+from benchmarks.solving import (EpisodeLog, baseline_parser, baseline_spec, first_episodes_numpy, is_solved,
+                                print_time_to_solve)
 from envs.numpy_robot import NumpyMobileRobot
-
+from rlrobot.train import TrainSpec
 
 
 def mlp(in_size: int, hidden_units: int, num_layers: int) -> nn.Sequential:
@@ -66,7 +65,8 @@ class ActorCritic(nn.Module):
         return self.critic(obs).squeeze(-1)
 
 
-def compute_gae(rewards, values, next_values, terminated, truncated, gamma: float, lambd: float):
+def compute_gae(rewards: Tensor, values: Tensor, next_values: Tensor, terminated: Tensor, truncated: Tensor,
+                gamma: float, lambd: float) -> tuple[Tensor, Tensor]:
     """GAE per robot over ``[T, N]`` arrays.
 
     ``next_values[t]`` is ``V`` of the observation that followed step ``t`` (for robots whose episode ended, the final
@@ -113,7 +113,7 @@ class TorchPPO:
         self.last_losses: list[float] = []
 
     @torch.no_grad()
-    def rollout(self):
+    def rollout(self) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
         T, N, O = self.rollout_steps, self.num_envs, NumpyMobileRobot.observation_size
         obs = torch.empty(T, N, O)
         next_obs = torch.empty(T, N, O)
@@ -139,7 +139,8 @@ class TorchPPO:
         flat = lambda x: x.reshape(T * N, *x.shape[2:])  # noqa: E731
         return flat(obs), flat(actions), flat(log_probs), flat(advantages), flat(returns)
 
-    def update(self, obs, actions, old_log_probs, advantages, returns) -> list[float]:
+    def update(self, obs: Tensor, actions: Tensor, old_log_probs: Tensor, advantages: Tensor,
+               returns: Tensor) -> list[float]:
         losses = []
         used = self.num_minibatches * self.minibatch
         for _ in range(self.epochs):
@@ -200,34 +201,30 @@ def train_steps_per_second(num_envs: int, rollout_steps: int, hidden_units: int,
     return result
 
 
-def config_shape(config: str) -> dict:
-    """The network, batch and robot count rlrobot would use for ``config`` on the CPU."""
-    from rlrobot.config import load_run_settings
-    from rlrobot.runner import choose_behavior
-    from rlrobot.train import default_num_envs
+def ppo_arguments(spec: TrainSpec) -> dict:
+    """``TorchPPO``'s shapes and hyperparameters from rlrobot's spec of a config (``solving.baseline_spec``)."""
+    net = spec.network
+    return {"num_envs": spec.num_envs, "rollout_steps": spec.rollout_steps, "hidden_units": net.hidden_units,
+            "num_layers": net.num_layers, "minibatch": spec.batch_size, "epochs": spec.num_epoch,
+            "learning_rate": spec.learning_rate, "beta": spec.beta, "clip": spec.epsilon, "lambd": spec.lambd,
+            "gamma": spec.gamma}
 
-    settings = load_run_settings(config)
-    trainer = settings.behavior(choose_behavior(settings))
-    hp, net = trainer.hyperparameters, trainer.network_settings
-    n = settings.env_settings.num_envs or default_num_envs(trainer, "cpu")
-    rollout_steps = math.ceil(hp.buffer_size / n)
-    return {"num_envs": n, "rollout_steps": rollout_steps, "hidden_units": net.hidden_units,
-            "num_layers": net.num_layers, "minibatch": min(hp.batch_size, n * rollout_steps), "epochs": hp.num_epoch,
-            "learning_rate": hp.learning_rate, "beta": hp.beta, "clip": hp.epsilon, "lambd": hp.lambd,
-            "gamma": trainer.gamma, "max_steps": trainer.max_steps,
-            "schedules": (hp.learning_rate_schedule, hp.beta_schedule, hp.epsilon_schedule)}
+
+def config_steps_per_second(config: str, iterations: int, threads: int | None = None) -> dict:
+    """``train_steps_per_second`` with the shapes and hyperparameters rlrobot uses for ``config`` on a CPU."""
+    row = train_steps_per_second(**ppo_arguments(baseline_spec(config)), iterations=iterations, threads=threads)
+    return {**row, "config": config}
 
 
 def time_to_solve(config: str, seed: int, budget_s: float, max_steps: int | None = None,
                   threads: int | None = None) -> dict:
     """Train until ``max_steps`` (default the config's) or ``budget_s`` wall-clock seconds, then validate the policy."""
     torch.set_num_threads(threads or os.cpu_count())
+    spec = baseline_spec(config)  # before the clock: it starts JAX, which the loop does not use
     start = time.perf_counter()
-    shape = config_shape(config)
-    max_steps = max_steps or shape["max_steps"]
-    hyper = {k: shape[k] for k in ("learning_rate", "beta", "clip", "lambd", "gamma", "schedules")}
-    ppo = TorchPPO(shape["num_envs"], shape["rollout_steps"], shape["hidden_units"], shape["num_layers"],
-                   shape["minibatch"], shape["epochs"], seed=seed, max_steps=max_steps, **hyper)
+    max_steps = max_steps or spec.max_steps
+    ppo = TorchPPO(**ppo_arguments(spec), seed=seed, max_steps=max_steps,
+                   schedules=(spec.learning_rate_schedule, spec.beta_schedule, spec.epsilon_schedule))
     out_of_time = False
     while ppo.steps < max_steps and not out_of_time:
         ppo.iteration()
@@ -252,15 +249,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.solve:
         print_time_to_solve(args, time_to_solve)
         return
-    rows = []
-    for config in args.configs:
-        shape = config_shape(config)
-        hyper = {k: shape[k] for k in ("learning_rate", "beta", "clip", "lambd", "gamma")}
-        r = train_steps_per_second(shape["num_envs"], shape["rollout_steps"], shape["hidden_units"],
-                                   shape["num_layers"], shape["minibatch"], shape["epochs"], args.iterations,
-                                   args.threads, **hyper)
-        r["config"] = config
-        rows.append(r)
+    rows = [config_steps_per_second(config, args.iterations, args.threads) for config in args.configs]
     print(f"PyTorch {torch.__version__}, {rows[0]['threads']} threads, {args.iterations} timed iterations (median)")
     print("| config | network | robots | PyTorch PPO-AC agent-steps/s |")
     print("|---|---|---:|---:|")

@@ -1,8 +1,8 @@
 """Whole-training throughput: agent-steps per second of rlrobot's jitted PPO iteration for given configs.
 
-Each config is built exactly as ``rlrobot-learn`` builds it (same YAML, same default number of robots unless
-``--num-envs``), compiled once (compile time reported separately), then ``--iterations`` iterations run in one
-device call; the median of ``--repeats`` timings is reported.
+Each config is built as ``rlrobot-learn`` builds it, by ``rlrobot.trainer.build_jax_trainer`` (same YAML, same
+default number of robots unless ``--num-envs``), on one device; compiled once (compile time reported separately),
+then ``--iterations`` iterations run in one device call; the median of ``--repeats`` timings is reported.
 
     python -m benchmarks.train_throughput configs/MobileRobot-fast.yaml configs/MobileRobot.yaml
 """
@@ -16,35 +16,37 @@ import time
 import jax
 import jax.numpy as jnp
 
-import envs
 from benchmarks.machine import machine_info
 from rlrobot.config import load_run_settings
-from rlrobot.runner import choose_behavior
-from rlrobot.train import default_num_envs, init_train_state, make_train_iterations, make_train_spec
+from rlrobot.train import TrainState
+from rlrobot.trainer import JaxTrainer, build_jax_trainer
 
 
-def measure(config: str, num_envs: int | None, iterations: int, repeats: int) -> dict:
-    settings = load_run_settings(config)
-    behavior = choose_behavior(settings)
-    trainer = settings.behavior(behavior)
-    env = envs.make(behavior)
-    n = num_envs or settings.env_settings.num_envs or default_num_envs(trainer, jax.default_backend())
-    spec = make_train_spec(trainer, env.observation_size, env.action_size, n)
-    state = init_train_state(jax.random.PRNGKey(0), env, env.default_params, spec)
+def time_iterations(trainer: JaxTrainer, state: TrainState, iterations: int, repeats: int,
+                    batched: bool = False) -> tuple[float, float]:
+    """Compile ``trainer``'s iteration for ``state``, run one iteration as a warm-up, then time ``repeats`` calls of
+    ``iterations`` iterations, each from where the last left off: ``(compile seconds, median seconds)``."""
     t0 = time.perf_counter()
-    run = make_train_iterations(env, env.default_params, spec).lower(state, jnp.int32(1)).compile()
+    run = trainer.compile(state, batched=batched)
     compile_s = time.perf_counter() - t0
-    state, _ = run(state, jnp.int32(1))  # warm-up
+    state, _ = run(state, jnp.int32(1), None)  # warm-up
     jax.block_until_ready(state)
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
-        state, metrics = run(state, jnp.int32(iterations))
+        state, metrics = run(state, jnp.int32(iterations), None)
         jax.block_until_ready(metrics)
         times.append(time.perf_counter() - t0)
-    seconds = statistics.median(times)
+    return compile_s, statistics.median(times)
+
+
+def measure(config: str, num_envs: int | None, iterations: int, repeats: int) -> dict:
+    """Agent-steps/s of ``config``'s iteration on one device, with ``num_envs`` robots (default: as rlrobot-learn)."""
+    trainer = build_jax_trainer(load_run_settings(config), num_envs=num_envs, devices=1)
+    compile_s, seconds = time_iterations(trainer, trainer.init_state(0), iterations, repeats)
+    spec = trainer.spec
     net = spec.network
-    return {"config": config, "network": f"{net.num_layers}x{net.hidden_units}", "num_envs": n,
+    return {"config": config, "network": f"{net.num_layers}x{net.hidden_units}", "num_envs": spec.num_envs,
             "steps_per_iteration": spec.steps_per_iteration, "minibatch": spec.batch_size, "epochs": spec.num_epoch,
             "agent_steps_per_second": iterations * spec.steps_per_iteration / seconds, "compile_s": compile_s}
 

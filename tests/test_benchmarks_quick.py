@@ -1,20 +1,54 @@
-"""``python -m benchmarks --quick`` runs end to end and writes its JSON, Markdown and plot (about 40 s on 2 cores)."""
+"""``python -m benchmarks --quick`` runs end to end and writes its JSON, Markdown and plot (about 40 s on 2 cores);
+the benchmarks package imports no module that imports it back (lazy imports inside functions included)."""
 from __future__ import annotations
 
+import ast
 import json
 import os
 import subprocess
 import sys
+from graphlib import CycleError, TopologicalSorter
 from pathlib import Path
 
 import pytest
 
-pytest.importorskip("matplotlib")
-
 ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = "benchmarks"
+
+
+def module_name(path: Path) -> str:
+    return PACKAGE if path.stem == "__init__" else f"{PACKAGE}.{path.stem}"
+
+
+def imported_modules(path: Path) -> set[str]:
+    """Every module an ``import`` statement anywhere in ``path`` names (``from a import b`` names ``a`` and ``a.b``)."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            module = ".".join(filter(None, [PACKAGE if node.level else None, node.module]))
+            names |= {module} | {f"{module}.{alias.name}" for alias in node.names}
+    return names
+
+
+def benchmarks_import_graph() -> dict[str, set[str]]:
+    """Each module of the package -> the package's modules it imports (self-imports left out)."""
+    modules = {module_name(path): path for path in (ROOT / PACKAGE).glob("*.py")}
+    return {name: (imported_modules(path) & modules.keys()) - {name} for name, path in modules.items()}
+
+
+def test_benchmarks_import_graph_is_acyclic():
+    graph = benchmarks_import_graph()
+    assert "benchmarks.torch_ppo" in graph["benchmarks.time_to_solve"]  # lazy imports in functions are counted
+    try:
+        tuple(TopologicalSorter(graph).static_order())
+    except CycleError as error:
+        pytest.fail(f"import cycle in benchmarks: {' -> '.join(error.args[1])}")
 
 
 def test_quick_benchmark_writes_results(tmp_path):
+    pytest.importorskip("matplotlib")
     out = tmp_path / "bench"
     proc = subprocess.run([sys.executable, "-m", "benchmarks", "--quick", "--out", str(out)], cwd=ROOT,
                           capture_output=True, text=True, timeout=300,

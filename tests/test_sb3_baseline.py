@@ -1,5 +1,6 @@
 """The Gymnasium/SB3 wrappers of the NumPy robot and the SB3 PPO baseline (``benchmarks/gym_robot.py``,
-``benchmarks/sb3_ppo.py``) and the time-to-solve helpers they use; skipped without gymnasium or stable-baselines3."""
+``benchmarks/sb3_ppo.py``) and the time-to-solve helpers they use (``benchmarks/solving.py``); skipped without
+gymnasium or stable-baselines3."""
 from __future__ import annotations
 
 import time
@@ -15,7 +16,7 @@ from gymnasium.utils.env_checker import check_env  # noqa: E402
 
 from benchmarks.gym_robot import RobotEnv, RobotVecEnv  # noqa: E402
 from benchmarks.sb3_ppo import SolveCallback, make_model, sb3_settings, time_to_solve  # noqa: E402
-from benchmarks.time_to_solve import EpisodeLog, first_episodes_numpy, solved_from  # noqa: E402
+from benchmarks.solving import EpisodeLog, first_episodes_numpy, solved_from  # noqa: E402
 from envs.numpy_robot import NumpyMobileRobot  # noqa: E402
 
 FAST = "configs/MobileRobot-fast.yaml"
