@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -19,7 +20,6 @@ import jax.numpy as jnp
 import envs
 from benchmarks.machine import compile_and_time, machine_info, throughput_row, throughput_table
 from envs.api import Environment
-
 
 # ``(key, obs [N, obs_size], policy) -> actions [N, action_size]``; ``policy`` is the runner's second argument.
 Act = Callable[[jax.Array, jax.Array, Any], jax.Array]
@@ -57,7 +57,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--env", default="MobileRobot", choices=envs.registered())
     parser.add_argument("--num-envs", type=int, nargs="+", default=[1, 16, 256, 1024, 4096, 16384, 65536])
-    parser.add_argument("--agent-steps", type=int, default=4_000_000, help="agent-steps per timed run (at least 16 steps)")
+    parser.add_argument("--agent-steps", type=int, default=4_000_000,
+                        help="agent-steps per timed run (at least 16 steps)")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args(argv)

@@ -13,7 +13,8 @@ and 2 actions in ``[-1, 1]`` (forward, turn); robot ``i`` lives in arena ``i mod
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import gymnasium
 import numpy as np

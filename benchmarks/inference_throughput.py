@@ -56,7 +56,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--env", default="MobileRobot", choices=envs.registered())
     parser.add_argument("--config", default="configs/MobileRobot-fast.yaml", help="network_settings come from here")
     parser.add_argument("--num-envs", type=int, nargs="+", default=[1, 16, 256, 1024, 4096, 16384, 65536])
-    parser.add_argument("--agent-steps", type=int, default=2_000_000, help="agent-steps per timed run (at least 16 steps)")
+    parser.add_argument("--agent-steps", type=int, default=2_000_000,
+                        help="agent-steps per timed run (at least 16 steps)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args(argv)

@@ -1,4 +1,5 @@
-"""Writes what ``python -m benchmarks`` measured: ``results.json``, ``results.md`` and ``throughput.png``/``ceiling.png``."""
+"""Writes what ``python -m benchmarks`` measured: ``results.json``, ``results.md`` and
+``throughput.png``/``ceiling.png``."""
 from __future__ import annotations
 
 import json
@@ -65,7 +66,8 @@ def markdown(result: dict) -> str:
               f"float32 matmul rate: {_si(mm['flops_per_second'])}FLOP/s ({mm['shape']}, {mm['iterations']} iterations "
               f"in one jitted loop, {mm['seconds'] * 1e3:.1f} ms). FLOPs per agent-step = actor forward (acting) + "
               f"2 critic forwards + num_epoch × 3 × (actor + critic forward), forward = 2·Σ fan_in·fan_out.", "",
-              "| config | network | robots | NN FLOPs / agent-step | ceiling agent-steps/s | achieved | achieved / ceiling | compile (s) |",
+              "| config | network | robots | NN FLOPs / agent-step | ceiling agent-steps/s | achieved "
+              "| achieved / ceiling | compile (s) |",
               "|---|---|---:|---:|---:|---:|---:|---:|"]
     for c in result["ceiling"]:
         lines.append(f"| `{c['config']}` | {c['network']} | {c['num_envs']:,} | {_si(c['flops_per_agent_step'])} | "
@@ -109,7 +111,8 @@ def unity_lines(unity: dict | None) -> list[str]:
               "| agents | protocol agent-steps/s | ms/step | JAX env agent-steps/s | JAX / protocol |",
               "|---:|---:|---:|---:|---:|"]
     for r in unity["rows"]:
-        lines.append(f"| {r['num_envs']} | {r['agent_steps_per_second']:,.0f} | {1000.0 / r['env_steps_per_second']:.2f} | "
+        lines.append(f"| {r['num_envs']} | {r['agent_steps_per_second']:,.0f} | "
+                     f"{1000.0 / r['env_steps_per_second']:.2f} | "
                      f"{r['jax_agent_steps_per_second']:,.0f} | "
                      f"{r['jax_agent_steps_per_second'] / r['agent_steps_per_second']:,.0f}× |")
     return lines
@@ -149,7 +152,8 @@ def plot_ceiling(result: dict, path: str) -> None:
     rows = result["ceiling"]
     fig, ax = plt.subplots(figsize=(6, 4))
     x = range(len(rows))
-    ax.bar([i - 0.2 for i in x], [r["ceiling_agent_steps_per_second"] for r in rows], width=0.4, label="NN-FLOP ceiling")
+    ax.bar([i - 0.2 for i in x], [r["ceiling_agent_steps_per_second"] for r in rows], width=0.4,
+           label="NN-FLOP ceiling")
     ax.bar([i + 0.2 for i in x], [r["achieved_agent_steps_per_second"] for r in rows], width=0.4, label="achieved")
     ax.set_xticks(list(x), [f"{os.path.basename(r['config'])}\n{r['network']}, {r['fraction']:.1%}" for r in rows])
     ax.set_yscale("log")
@@ -161,7 +165,8 @@ def plot_ceiling(result: dict, path: str) -> None:
 
 
 def write_report(result: dict, out: str) -> str:
-    """Write ``results.json``, ``results.md`` and the plots (when matplotlib imports) to ``out``; returns the Markdown."""
+    """Write ``results.json``, ``results.md`` and the plots (when matplotlib imports) to ``out``; returns the
+    Markdown."""
     os.makedirs(out, exist_ok=True)
     with open(os.path.join(out, "results.json"), "w") as f:
         json.dump(result, f, indent=2)

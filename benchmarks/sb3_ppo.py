@@ -25,7 +25,7 @@ import math
 import os
 import statistics
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -34,8 +34,14 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.vec_env import VecNormalize
 
 from benchmarks.gym_robot import RobotVecEnv
-from benchmarks.solving import (EpisodeLog, baseline_parser, baseline_spec, first_episodes_numpy, is_solved,
-                                print_time_to_solve)
+from benchmarks.solving import (
+    EpisodeLog,
+    baseline_parser,
+    baseline_spec,
+    first_episodes_numpy,
+    is_solved,
+    print_time_to_solve,
+)
 from benchmarks.torch_ppo import config_steps_per_second
 from benchmarks.train_throughput import measure
 from envs.numpy_robot import NumpyMobileRobot

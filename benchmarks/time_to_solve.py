@@ -16,6 +16,7 @@ load average is recorded before and after each run (other processes share the co
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import tempfile
@@ -76,7 +77,10 @@ def plot(results: list[dict], path: Path) -> None:
         label = None if method in labelled else method  # one legend entry per method, seeds in one colour
         labelled.add(method)
         xs = [p["seconds"] for p in r["curve"]]
-        as_float = lambda key: [math.nan if p[key] is None else p[key] for p in r["curve"]]  # noqa: E731
+
+        def as_float(key: str, curve: list[dict] = r["curve"]) -> list[float]:
+            return [math.nan if p[key] is None else p[key] for p in curve]
+
         color = COLORS.get(method)
         ax_success.plot(xs, as_float("success_rate"), color=color, alpha=0.8, linewidth=1, label=label)
         ax_reward.plot(xs, as_float("mean_reward"), color=color, alpha=0.8, linewidth=1, label=label)
@@ -117,8 +121,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as scratch:
-        results = [with_load(lambda: run_seed(args.config, seed, Path(scratch))) for seed in args.seeds]
-    results += [with_load(lambda: run_baseline(name, args.config, seed, args.budget))
+        results = [with_load(functools.partial(run_seed, args.config, seed, Path(scratch))) for seed in args.seeds]
+    results += [with_load(functools.partial(run_baseline, name, args.config, seed, args.budget))
                 for name in args.baselines for seed in args.baseline_seeds]
     info = machine_info()
     (args.out / "time_to_solve.json").write_text(json.dumps(

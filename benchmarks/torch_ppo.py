@@ -1,8 +1,8 @@
 """Throughput baseline: the course's PyTorch PPO-AC training loop, stepping the NumPy robot.
 
-The loop follows the LearnPPO-AC exemplar (``/work/shared/reference/mobile-robot.md`` §3): separate actor and critic
-MLPs, a state-independent learnable ``log_std``, GAE with masks, the clipped surrogate, ``0.5 * value loss - beta *
-entropy``, Adam, ``epochs x minibatches``. It is written for ``N`` robots at once and fixes the exemplar's
+The loop follows the LearnPPO-AC exemplar (``docs/mobile-robot.md``, the course's PPO-AC loop): separate actor and
+critic MLPs, a state-independent learnable ``log_std``, GAE with masks, the clipped surrogate, ``0.5 * value loss -
+beta * entropy``, Adam, ``epochs x minibatches``. It is written for ``N`` robots at once and fixes the exemplar's
 single-agent assumptions:
 
 * masks are per robot and per step (``[T, N]``), never one scalar for the whole step;
@@ -35,8 +35,14 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from benchmarks.solving import (EpisodeLog, baseline_parser, baseline_spec, first_episodes_numpy, is_solved,
-                                print_time_to_solve)
+from benchmarks.solving import (
+    EpisodeLog,
+    baseline_parser,
+    baseline_spec,
+    first_episodes_numpy,
+    is_solved,
+    print_time_to_solve,
+)
 from envs.numpy_robot import NumpyMobileRobot
 from rlrobot.train import TrainSpec
 
@@ -114,9 +120,9 @@ class TorchPPO:
 
     @torch.no_grad()
     def rollout(self) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-        T, N, O = self.rollout_steps, self.num_envs, NumpyMobileRobot.observation_size
-        obs = torch.empty(T, N, O)
-        next_obs = torch.empty(T, N, O)
+        T, N, obs_size = self.rollout_steps, self.num_envs, NumpyMobileRobot.observation_size
+        obs = torch.empty(T, N, obs_size)
+        next_obs = torch.empty(T, N, obs_size)
         actions = torch.empty(T, N, NumpyMobileRobot.action_size)
         log_probs = torch.empty(T, N)
         rewards, terminated, truncated = torch.empty(T, N), torch.empty(T, N), torch.empty(T, N)

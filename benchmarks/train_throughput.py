@@ -61,7 +61,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     rows = [measure(c, args.num_envs, args.iterations, args.repeats) for c in args.configs]
     info = machine_info()
-    print(f"Training throughput — {info['cpu']} ({info['cores']} cores), {info['backend']}, JAX {info['jax']}, {info['date']}")
+    print(f"Training throughput — {info['cpu']} ({info['cores']} cores), {info['backend']}, JAX {info['jax']}, "
+          f"{info['date']}")
     print("| config | network | robots | steps/update | minibatch × epochs | agent-steps/s | compile (s) |")
     print("|---|---|---:|---:|---:|---:|---:|")
     for r in rows:

@@ -39,7 +39,8 @@ class Environment(Generic[State, Params]):
     def default_params(self) -> Params:
         raise NotImplementedError
 
-    def reset_env(self, key: chex.PRNGKey, params: Params, slot: chex.Array, prev_state: State | None) -> tuple[chex.Array, State]:
+    def reset_env(self, key: chex.PRNGKey, params: Params, slot: chex.Array,
+                  prev_state: State | None) -> tuple[chex.Array, State]:
         """Start an episode for the robot in ``slot`` (its index in a batch; scenes use it to pick the arena,
         and a negative slot lets them pick one at random).
 
@@ -48,7 +49,8 @@ class Environment(Generic[State, Params]):
         """
         raise NotImplementedError
 
-    def step_env(self, key: chex.PRNGKey, state: State, action: chex.Array, params: Params) -> tuple[chex.Array, State, chex.Array, chex.Array, chex.Array]:
+    def step_env(self, key: chex.PRNGKey, state: State, action: chex.Array,
+                 params: Params) -> tuple[chex.Array, State, chex.Array, chex.Array, chex.Array]:
         """One transition without auto-reset: ``obs, state, reward, terminated, truncated``."""
         raise NotImplementedError
 
@@ -56,11 +58,14 @@ class Environment(Generic[State, Params]):
         """The batch slot a state was reset for (kept across auto-resets)."""
         return state.slot
 
-    def reset(self, key: chex.PRNGKey, params: Params | None = None, slot: chex.Array | int = -1) -> tuple[chex.Array, State]:
+    def reset(self, key: chex.PRNGKey, params: Params | None = None,
+              slot: chex.Array | int = -1) -> tuple[chex.Array, State]:
         params = self.default_params if params is None else params
         return self.reset_env(key, params, jnp.asarray(slot, jnp.int32), None)
 
-    def step(self, key: chex.PRNGKey, state: State, action: chex.Array, params: Params | None = None) -> tuple[chex.Array, State, chex.Array, chex.Array, chex.Array, dict[str, Any]]:
+    def step(
+        self, key: chex.PRNGKey, state: State, action: chex.Array, params: Params | None = None
+    ) -> tuple[chex.Array, State, chex.Array, chex.Array, chex.Array, dict[str, Any]]:
         params = self.default_params if params is None else params
         key_step, key_reset = jax.random.split(key) if self.step_uses_key else (key, key)
         obs, next_state, reward, terminated, truncated = self.step_env(key_step, state, action, params)

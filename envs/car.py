@@ -1,12 +1,12 @@
 """The Unity MobileRobot car shared by every scene: kinematics, solid body and its 18 distance sensors.
 
 Coordinates are arena-relative Unity ground-plane (x, z); yaw in degrees, clockwise from +z.
-See ``../shared/reference/mobile-robot.md`` §1.1–1.2 and §5 for the measured numbers.
+See ``docs/mobile-robot.md`` for the measured numbers.
 """
 from __future__ import annotations
 
 import functools
-from typing import Sequence
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -76,7 +76,8 @@ def motion(yaw: jnp.ndarray, action: jnp.ndarray, action_mode: str, forward_step
 
 def move(pos: Vec, yaw: jnp.ndarray, delta: Vec, dyaw: jnp.ndarray, solids: Sequence[Box]) -> tuple[Vec, jnp.ndarray]:
     """Apply a move with solid walls: translate (sliding along a wall if blocked), then rotate unless blocked."""
-    full, along_x, along_z = Vec(pos.x + delta.x, pos.z + delta.z), Vec(pos.x + delta.x, pos.z), Vec(pos.x, pos.z + delta.z)
+    full = Vec(pos.x + delta.x, pos.z + delta.z)
+    along_x, along_z = Vec(pos.x + delta.x, pos.z), Vec(pos.x, pos.z + delta.z)
     use_full, use_x, use_z = (body_is_free(p, yaw, solids) for p in (full, along_x, along_z))
     new_x = jnp.where(use_full | use_x, full.x, pos.x)
     new_z = jnp.where(use_full | (~use_x & use_z), full.z, pos.z)
@@ -141,8 +142,9 @@ def facing_angle_deg(pos: Vec, forward: Vec, goal: Vec, height_difference: jnp.n
     """Unity's ``Vector3.SignedAngle`` between the car's forward and the 3-D direction to the goal centre.
 
     The goal centre is ``height_difference`` above the pivot, so the angle never reaches 0 when facing the goal
-    (§5.1). ``goal_first`` = ``SignedAngle(targetDir, forward)`` (scene s6: positive when the goal is to the left);
-    otherwise ``SignedAngle(forward, targetDir)`` (scene s7: positive to the right). Unity's ``Mathf.Sign(0)`` is +1.
+    (``docs/mobile-robot.md``, "The facing angle"). ``goal_first`` = ``SignedAngle(targetDir, forward)`` (scene s6:
+    positive when the goal is to the left); otherwise ``SignedAngle(forward, targetDir)`` (scene s7: positive to the
+    right). Unity's ``Mathf.Sign(0)`` is +1.
     """
     t = Vec(goal.x - pos.x, goal.z - pos.z)
     cross = t.z * forward.x - t.x * forward.z  # targetDir.z·forward.x − targetDir.x·forward.z

@@ -11,12 +11,12 @@ become compile-time constants, and axis-aligned boxes skip the rotation altogeth
 """
 from __future__ import annotations
 
-from typing import NamedTuple, Union
+from typing import NamedTuple
 
 import jax.numpy as jnp
 import numpy as np
 
-Scalar = Union[float, jnp.ndarray]
+Scalar = float | jnp.ndarray
 NO_HIT = np.float32(np.inf)
 _TINY = np.float32(1e-12)
 _DEG = np.float32(np.pi / 180.0)
@@ -63,7 +63,8 @@ def dot(a: Vec, b: Vec) -> Scalar:
 
 
 def rotate(local: Vec, forward: Vec) -> Vec:
-    """Turn a vector given in a body frame (x = right, z = forward) into the world frame of a body facing ``forward``."""
+    """Turn a vector given in a body frame (x = right, z = forward) into the world frame of a body facing
+    ``forward``."""
     return Vec(local.x * forward.z + local.z * forward.x, local.z * forward.z - local.x * forward.x)
 
 

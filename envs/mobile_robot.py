@@ -1,7 +1,7 @@
 """MobileRobot: the Unity ML-Agents reach-goal scene (s6, 19 observations) as a pure-JAX environment.
 
 Faithful to ``Car_Agent_s6`` in the scene "s6 - Multiple agents PPO training" (numbers in
-``../shared/reference/mobile-robot.md`` §1.1–1.3 and §5):
+``docs/mobile-robot.md``):
 
 * action ``[a0, a1]`` clipped to [-1, 1]: translate ``0.2·a0`` m along the heading, then turn ``10·a1``°
   (a1 > 0 turns right). Walls are solid: the 1.0 × 1.5 m body slides along them or stops.
@@ -14,8 +14,9 @@ Faithful to ``Car_Agent_s6`` in the scene "s6 - Multiple agents PPO training" (n
   uses arena ``slot mod 8``, exactly as the scene's 8 TrainingWorlds.
 
 The only deliberate difference: ``max_episode_steps`` (default 1000) truncates an episode; Unity's scene has no
-time limit. Not modelled (documented in §5.8): the 0.34 m drop onto the floor after a reset (the sensors are at
-the settled height) and penalties cast from the new spawn after ``EndEpisode`` in the same Unity step.
+time limit. Not modelled (``docs/mobile-robot.md``, "Deliberately not modelled"): the 0.34 m drop onto the floor
+after a reset (the sensors are at the settled height) and penalties cast from the new spawn after ``EndEpisode``
+in the same Unity step.
 
 Beyond the scene (off by default): ``random_spawn`` places car and goal anywhere in the arena,
 ``random_heading`` starts at any yaw, ``action_mode="wheels"`` reads the action as left/right wheel speeds.
@@ -101,7 +102,8 @@ def sample_free_point(key: chex.PRNGKey, free_area: tuple, margin: float) -> jnp
     return jax.random.uniform(key, (2,), minval=lo, maxval=hi)
 
 
-def sample_random_spawn(key: chex.PRNGKey, params: MobileRobotParams, tries: int = 16) -> tuple[jnp.ndarray, jnp.ndarray]:
+def sample_random_spawn(key: chex.PRNGKey, params: MobileRobotParams,
+                        tries: int = 16) -> tuple[jnp.ndarray, jnp.ndarray]:
     """Car and goal anywhere on the floor, at least ``min_spawn_distance`` apart (first valid of ``tries`` draws)."""
     key_car, key_goal = jax.random.split(key)
     cars = jax.vmap(lambda k: sample_free_point(k, params.free_area, 1.1))(jax.random.split(key_car, tries))

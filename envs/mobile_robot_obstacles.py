@@ -1,6 +1,6 @@
 """MobileRobotObstacles: the Unity "s7 - avoid blocks" scene (22 observations) as a pure-JAX environment.
 
-Faithful to ``Car_Agent_s7`` (``../shared/reference/mobile-robot.md`` §1.5): the same car and sensors as
+Faithful to ``Car_Agent_s7`` (``docs/mobile-robot.md``, the obstacle course): the same car and sensors as
 MobileRobot, 0.4 m per unit a0, a rotated block between car and goal, and a box-shaped goal.
 
 * observation ``[stage one-hot (3), facing, d0/4 … d17/4]``. Stage 3: the goal is more than 40° off the
@@ -154,7 +154,8 @@ class MobileRobotObstacles(Environment[MobileRobotObstaclesState, MobileRobotObs
         pivot_ray = geometry.Ray(pos, Vec(to_goal.x / length, to_goal.z / length))
         to_block = geometry.ray_box_distance(pivot_ray, block)
         to_goal_box = geometry.ray_box_distance(pivot_ray, goal)
-        bearing = jnp.rad2deg(jnp.arctan2(geometry.dot(to_goal, geometry.right_of(forward)), geometry.dot(to_goal, forward)))
+        bearing = jnp.rad2deg(jnp.arctan2(geometry.dot(to_goal, geometry.right_of(forward)),
+                                          geometry.dot(to_goal, forward)))
         blocked = (to_block < to_goal_box) | (jnp.abs(bearing) < params.head_occlusion_angle)
         in_view = jnp.abs(facing) <= params.stage_angle
         return jnp.where(in_view, jnp.where(blocked, 2, 1), 3).astype(jnp.int32)

@@ -1,4 +1,5 @@
-"""A NumPy port of the MobileRobot step, vectorised over all robots: the env benchmark's baseline and the stand-in's physics.
+"""A NumPy port of the MobileRobot step, vectorised over all robots: the env benchmark's baseline and the stand-in's
+physics.
 
 This is what one would write without JAX: the same scene as :class:`envs.mobile_robot.MobileRobot` (default
 ``unity`` action mode, spawns at the scene's arena spots) stepped for ``N`` robots at once with float32 NumPy arrays
@@ -165,7 +166,8 @@ class NumpyMobileRobot:
         terminated = reached.any(axis=1)
         first = np.where(terminated, np.argmax(reached, axis=1), car.NUM_RAYS)
         penalties = np.count_nonzero(close & ~reached & (self.ray_index < first[:, None]), axis=1)
-        reward = self.step_reward + self.goal_reward * terminated.astype(F32) + self.near_penalty * penalties.astype(F32)
+        reward = (self.step_reward + self.goal_reward * terminated.astype(F32)
+                  + self.near_penalty * penalties.astype(F32))
         return reward, terminated
 
     def transition(self, pos, yaw, goal, t, actions):
@@ -185,7 +187,8 @@ class NumpyMobileRobot:
         arena = self.slot[rows] % len(self.car_spawns)
         fx, fz = heading(self.yaw[rows])
         offset = np.stack([jitter[:, 0] * fz + jitter[:, 1] * fx, jitter[:, 1] * fz - jitter[:, 0] * fx], axis=1)
-        pos, goal, yaw = self.car_spawns[arena] + offset, self.goal_spawns[arena] + jitter[:, 2:], np.zeros(rows.size, F32)
+        pos, goal = self.car_spawns[arena] + offset, self.goal_spawns[arena] + jitter[:, 2:]
+        yaw = np.zeros(rows.size, F32)
         self.pos[rows], self.goal[rows], self.yaw[rows], self.t[rows] = pos, goal, yaw, 0
         return self.observation(pos, yaw, goal, self.rays(pos, yaw, goal)[0])
 

@@ -6,7 +6,7 @@ the slot → arena mapping is the same as in the Unity scene.
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import chex
 import jax
@@ -34,7 +34,8 @@ def first_episodes(env: Environment, params, policy: Callable[[jnp.ndarray, chex
     obs, state = env.reset_batch(key_reset, params, num_envs)
     zeros = jnp.zeros(num_envs)
     stats = EpisodeStats(success=zeros.astype(bool), finished=zeros.astype(bool), returns=zeros, lengths=zeros,
-                         obs_sum=jnp.zeros(obs.shape[-1]), obs_sq_sum=jnp.zeros(obs.shape[-1]), obs_count=jnp.float32(0))
+                         obs_sum=jnp.zeros(obs.shape[-1]), obs_sq_sum=jnp.zeros(obs.shape[-1]),
+                         obs_count=jnp.float32(0))
 
     def body(carry):
         obs, state, stats, key, t = carry

@@ -37,10 +37,10 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -52,9 +52,14 @@ from mlagents_envs import logging_util  # noqa: E402
 from mlagents_envs.base_env import ActionTuple, BehaviorSpec  # noqa: E402
 from mlagents_envs.env_utils import validate_environment_path  # noqa: E402
 from mlagents_envs.environment import UnityEnvironment  # noqa: E402
-from mlagents_envs.exception import (UnityCommunicationException, UnityCommunicatorStoppedException,  # noqa: E402
-                                     UnityEnvironmentException, UnityException, UnityTimeOutException,
-                                     UnityWorkerInUseException)
+from mlagents_envs.exception import (  # noqa: E402
+    UnityCommunicationException,
+    UnityCommunicatorStoppedException,
+    UnityEnvironmentException,
+    UnityException,
+    UnityTimeOutException,
+    UnityWorkerInUseException,
+)
 from mlagents_envs.side_channel.engine_configuration_channel import EngineConfigurationChannel  # noqa: E402
 from mlagents_envs.side_channel.environment_parameters_channel import EnvironmentParametersChannel  # noqa: E402
 from mlagents_envs.side_channel.stats_side_channel import StatsSideChannel  # noqa: E402
@@ -340,7 +345,8 @@ class UnityBatchEnv:
                 break
         else:
             raise UnityError(f"not every agent of {self.behavior_name} requested a decision in the same step within "
-                             f"{self.max_wait_steps} Unity steps (agents destroyed, or decision requesters out of phase?)")
+                             f"{self.max_wait_steps} Unity steps "
+                             "(agents destroyed, or decision requesters out of phase?)")
         self._obs = obs
         final_obs[~ended] = obs[~ended]
         return UnitySteps(obs=obs.copy(), reward=reward, terminated=terminated, truncated=truncated,
@@ -424,7 +430,8 @@ class UnityBatchEnv:
         logs = f"; see {self.log_folder}" if self.log_folder else ""
         message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         if isinstance(error, UnityWorkerInUseException):
-            return f"port {self.port} is busy: another trainer or program uses it; choose another base_port or worker_id"
+            return (f"port {self.port} is busy: another trainer or program uses it; "
+                    "choose another base_port or worker_id")
         if isinstance(error, UnityTimeOutException):
             return f"the Unity player {where} did not answer within {self.timeout_wait} s while {doing}{logs}"
         if isinstance(error, UnityCommunicatorStoppedException):

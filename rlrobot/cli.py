@@ -28,7 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, help="random seed (default -1: pick one)")
     parser.add_argument("--inference", action="store_true", help="run the policy without training")
     parser.add_argument("--deterministic", action="store_true", help="act with the distribution's mean")
-    parser.add_argument("--num-envs", dest="num_envs", type=int, help="parallel robots (JAX) or Unity instances (--env)")
+    parser.add_argument("--num-envs", dest="num_envs", type=int,
+                        help="parallel robots (JAX) or Unity instances (--env)")
     parser.add_argument("--results-dir", dest="results_dir", help="results root (default: results)")
     parser.add_argument("--num-areas", dest="num_areas", type=int,
                         help="training areas per environment (Unity: sent to the build; JAX: multiplies the robots)")
@@ -58,7 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     scale = parser.add_argument_group("scale out (JAX robot)")
     scale.add_argument("--devices", type=int, help="split the robots across this many devices (default: all)")
     scale.add_argument("--seeds", type=int, help="train this many seeds (seed, seed+1, ...) in one compiled program")
-    scale.add_argument("--sweep", metavar="FILE", help="YAML of hyperparameter lists, e.g. {learning_rate: [3e-4, 1e-3]}")
+    scale.add_argument("--sweep", metavar="FILE",
+                       help="YAML of hyperparameter lists, e.g. {learning_rate: [3e-4, 1e-3]}")
     scale.add_argument("--coordinator-address", dest="coordinator_address", metavar="HOST:PORT",
                        help="multi-host: process 0's address (with --num-processes and --process-id)")
     scale.add_argument("--num-processes", dest="num_processes", type=int, help="multi-host: processes in the job")
@@ -99,7 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     from rlrobot.distributed import DistributedSettings, initialize
 
     try:
-        initialize(DistributedSettings(**{k: scale.get(k) for k in ("coordinator_address", "num_processes", "process_id")}))
+        fields = ("coordinator_address", "num_processes", "process_id")
+        initialize(DistributedSettings(**{k: scale.get(k) for k in fields}))
     except ValueError as error:
         logger.error(str(error))
         return 2

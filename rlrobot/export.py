@@ -42,11 +42,14 @@ class _GraphBuilder:
         return output
 
 
-def _dense_layers(actor_params: dict) -> tuple[list[tuple[np.ndarray, np.ndarray]], tuple[np.ndarray, np.ndarray], np.ndarray]:
+def _dense_layers(
+    actor_params: dict,
+) -> tuple[list[tuple[np.ndarray, np.ndarray]], tuple[np.ndarray, np.ndarray], np.ndarray]:
     """(hidden layers [(kernel, bias)], mu head (kernel, bias), log_std) from the flax actor parameters."""
     params = actor_params["params"]
     body = params["MLPBody_0"]
-    hidden = [(np.asarray(body[f"Dense_{i}"]["kernel"]), np.asarray(body[f"Dense_{i}"]["bias"])) for i in range(len(body))]
+    hidden = [(np.asarray(body[f"Dense_{i}"]["kernel"]), np.asarray(body[f"Dense_{i}"]["bias"]))
+              for i in range(len(body))]
     mu = (np.asarray(params["mu"]["kernel"]), np.asarray(params["mu"]["bias"]))
     return hidden, mu, np.asarray(params["log_std"])
 
@@ -72,7 +75,7 @@ def build_policy_model(agent: AgentState, spec: NetworkSpec, producer: str = "rl
     """The ONNX ``ModelProto`` of the agent's actor, normaliser included when ``spec.normalize``.
 
     ``observation_sizes`` (the build's vector sensors, adding up to ``spec.obs_size``) makes one input per sensor."""
-    from onnx import TensorProto, helper
+    from onnx import TensorProto, ValueInfoProto, helper
 
     g = _GraphBuilder()
     inputs, x = _observation_inputs(g, spec, observation_sizes)
@@ -85,7 +88,8 @@ def build_policy_model(agent: AgentState, spec: NetworkSpec, producer: str = "rl
         x = g.node("Clip", [x], "normalized_obs", min=-5.0, max=5.0)
     hidden, (mu_kernel, mu_bias), log_std = _dense_layers(agent.params.actor)
     for i, (kernel, bias) in enumerate(hidden):
-        pre = g.node("Gemm", [x, g.constant(f"body.{i}.weight", kernel), g.constant(f"body.{i}.bias", bias)], f"body.{i}.pre")
+        pre = g.node("Gemm", [x, g.constant(f"body.{i}.weight", kernel), g.constant(f"body.{i}.bias", bias)],
+                     f"body.{i}.pre")
         gate = g.node("Sigmoid", [pre], f"body.{i}.sigmoid")
         x = g.node("Mul", [pre, gate], f"body.{i}.swish")
     mu = g.node("Gemm", [x, g.constant("mu.weight", mu_kernel), g.constant("mu.bias", mu_bias)], "mu")
@@ -102,8 +106,12 @@ def build_policy_model(agent: AgentState, spec: NetworkSpec, producer: str = "rl
                         ("continuous_action_output_shape", float(spec.action_size))):
         g.node("Identity", [g.constant(f"{name}_const", np.array([value]))], name)
 
-    batch_out = lambda name: helper.make_tensor_value_info(name, TensorProto.FLOAT, ["batch", spec.action_size])
-    scalar_out = lambda name: helper.make_tensor_value_info(name, TensorProto.FLOAT, [1])
+    def batch_out(name: str) -> ValueInfoProto:
+        return helper.make_tensor_value_info(name, TensorProto.FLOAT, ["batch", spec.action_size])
+
+    def scalar_out(name: str) -> ValueInfoProto:
+        return helper.make_tensor_value_info(name, TensorProto.FLOAT, [1])
+
     graph = helper.make_graph(
         g.nodes, "rlrobot_policy", inputs,
         [scalar_out("version_number"), scalar_out("memory_size"), batch_out("continuous_actions"),

@@ -20,7 +20,8 @@ import jax.numpy as jnp
 NORMALIZED_OBS_CLIP = 5.0
 ACTION_CLIP = 3.0
 
-_kaiming_linear = nn.initializers.variance_scaling(1.0, "fan_in", "normal")  # torch kaiming_normal_(linear): std 1/sqrt(fan_in)
+# torch kaiming_normal_(linear): std 1/sqrt(fan_in)
+_kaiming_linear = nn.initializers.variance_scaling(1.0, "fan_in", "normal")
 _mu_head = nn.initializers.variance_scaling(0.2**2, "fan_in", "normal")  # the same, times kernel_gain 0.2
 _zeros = nn.initializers.zeros
 
@@ -166,12 +167,14 @@ def init_agent(key: chex.PRNGKey, spec: NetworkSpec) -> AgentState:
     actor_key, critic_key = jax.random.split(key)
     dummy = jnp.zeros((1, spec.obs_size), jnp.float32)
     params = AgentParams(actor=_actor(spec).init(actor_key, dummy), critic=_init_critic(critic_key, spec))
-    return AgentState(params=params, actor_norm=normalizer_init(spec.obs_size), critic_norm=normalizer_init(spec.obs_size))
+    return AgentState(params=params, actor_norm=normalizer_init(spec.obs_size),
+                      critic_norm=normalizer_init(spec.obs_size))
 
 
 def update_normalizers(agent: AgentState, obs: chex.Array) -> AgentState:
     """Update both normalisers with the same observations ``obs[n, obs_size]``, as ML-Agents does per trajectory."""
-    return agent.replace(actor_norm=normalizer_update(agent.actor_norm, obs), critic_norm=normalizer_update(agent.critic_norm, obs))
+    return agent.replace(actor_norm=normalizer_update(agent.actor_norm, obs),
+                         critic_norm=normalizer_update(agent.critic_norm, obs))
 
 
 def policy_distribution(

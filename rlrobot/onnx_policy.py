@@ -10,9 +10,9 @@ or gives zeros for the deterministic action (the distribution mean μ, clipped t
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import jax
 import jax.numpy as jnp

@@ -8,7 +8,8 @@ compute the same run as one, up to the order of float sums.
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import jax
 import numpy as np
@@ -58,9 +59,11 @@ def state_shardings(state: Any, mesh: Mesh, batch_dims: int = 0) -> Any:
     """
     split, replicated = _split(mesh, batch_dims), _replicated(mesh)
     per_robot = {"env_state", "obs", "tracker"}
-    return state.replace(**{name: jax.tree.map(lambda _: split if name in per_robot else replicated,
-                                               getattr(state, name))
-                            for name in state.__dataclass_fields__})
+    shardings = {}
+    for name in state.__dataclass_fields__:
+        sharding = split if name in per_robot else replicated
+        shardings[name] = jax.tree.map(lambda _, sharding=sharding: sharding, getattr(state, name))
+    return state.replace(**shardings)
 
 
 def place(state: Any, mesh: Mesh | None, batch_dims: int = 0) -> Any:
@@ -78,8 +81,8 @@ def replicate(tree: Any, mesh: Mesh | None) -> Any:
     if mesh is None:
         return tree
     sharding = _replicated(mesh)
-    return jax.tree.map(lambda x: jax.make_array_from_callback(np.shape(x), sharding, lambda index: np.asarray(x)[index]),
-                        tree)
+    return jax.tree.map(
+        lambda x: jax.make_array_from_callback(np.shape(x), sharding, lambda index: np.asarray(x)[index]), tree)
 
 
 def constrain(tree: Any, mesh: Mesh | None, axis: int = 0) -> Any:

@@ -13,21 +13,29 @@ import logging
 import shutil
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
-from rlrobot import __version__
 from rlrobot.checkpoints import CheckpointError, CheckpointManager, load_checkpoint
 from rlrobot.config import RunSettings, TrainerSettings
-from rlrobot.summaries import (EnvironmentStats, SummaryWriter, Timers, TrainingStatus, console_line, extras_line,
-                               hyperparameters_text)
+from rlrobot.summaries import (
+    EnvironmentStats,
+    SummaryWriter,
+    Timers,
+    TrainingStatus,
+    console_line,
+    extras_line,
+    hyperparameters_text,
+)
 
 logger = logging.getLogger("rlrobot")
 
-EXISTS_MESSAGE = ("Previous data from this run ID was found. Either specify a new run ID, use --resume to resume this run, "
+EXISTS_MESSAGE = ("Previous data from this run ID was found. "
+                  "Either specify a new run ID, use --resume to resume this run, "
                   "or use the --force parameter to overwrite existing data.")
 MISSING_MESSAGE = "Previous data from this run ID was not found. Train a new run by removing the --resume flag."
 LATEST_CHECKPOINT = "checkpoint.ckpt"
@@ -76,7 +84,7 @@ class Cadence:
     max_steps: int
 
     @classmethod
-    def of(cls, trainer: TrainerSettings, inference: bool = False, first_step: int = 0) -> "Cadence":
+    def of(cls, trainer: TrainerSettings, inference: bool = False, first_step: int = 0) -> Cadence:
         """Training ends at ``max_steps``; ``--inference`` (which ML-Agents runs until stopped) runs ``max_steps``
         more steps from where the loaded run is."""
         end = trainer.max_steps + (first_step if inference else 0)
@@ -104,7 +112,7 @@ class StopRequest:
         self.requested = False
         self._previous: dict[int, Any] = {}
 
-    def __enter__(self) -> "StopRequest":
+    def __enter__(self) -> StopRequest:
         for sig in (signal.SIGINT, signal.SIGTERM):
             self._previous[sig] = signal.signal(sig, self._handle)
         return self
@@ -157,7 +165,8 @@ class Run:
     ``export`` writes a state's ONNX (``export(state, path) -> path``).
     """
 
-    def __init__(self, settings: RunSettings, behavior: str, metadata: dict, export: Callable[[Any, Path], Path]) -> None:
+    def __init__(self, settings: RunSettings, behavior: str, metadata: dict,
+                 export: Callable[[Any, Path], Path]) -> None:
         self.settings, self.behavior, self.metadata, self._export = settings, behavior, metadata, export
         self.trainer = settings.behavior(behavior)
         self.training = not settings.checkpoint_settings.inference
@@ -220,7 +229,8 @@ class Run:
         return self.checkpoints.save(state, step, self.last_reward, self.metadata, extra_files=onnx_file)
 
     def write_summary(self, step: int, summary: Summary, elapsed: float, rate: float, console: bool = True) -> None:
-        """TensorBoard, ``metrics.jsonl`` and (``console``) ML-Agents' line, with rlrobot's extras on a line of their own."""
+        """TensorBoard, ``metrics.jsonl`` and (``console``) ML-Agents' line, with rlrobot's extras on a line of their
+        own."""
         stats, stat_histograms = self.environment_stats.take()
         scalars = {**summary.scalars, **self.lesson_numbers(), **stats}
         self.writer.write(step, scalars, wall_time=elapsed, steps_per_second=rate,
@@ -267,5 +277,13 @@ def summary_extras(scalars: dict[str, float], rate: float) -> dict[str, float]:
 
 
 def with_num_envs(settings: RunSettings, num_envs: int) -> RunSettings:
-    """The settings as run, with the resolved ``num_envs`` (mlagents-learn cannot read back a null one)."""
+    """The settings as run on a Unity build, with the resolved number of players (mlagents-learn cannot read back a
+    null ``num_envs``)."""
     return dataclasses.replace(settings, env_settings=dataclasses.replace(settings.env_settings, num_envs=num_envs))
+
+
+def with_robots(settings: RunSettings, robots: int) -> RunSettings:
+    """The settings as run on the JAX robot, written so that both rlrobot and mlagents-learn read them back: one
+    environment (ML-Agents refuses ``num_envs`` > 1 without a build) with one training area per robot."""
+    env_settings = dataclasses.replace(settings.env_settings, num_envs=1, num_areas=robots)
+    return dataclasses.replace(settings, env_settings=env_settings)

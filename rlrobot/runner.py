@@ -19,12 +19,21 @@ import numpy as np
 from rlrobot import __version__, parallel
 from rlrobot.config import ConfigError, RunSettings
 from rlrobot.export import export_policy
-from rlrobot.run import (Cadence, Run, RunError, StopRequest, SummaryClock, check_run_dir, resolve_seed,
-                         summary_extras, with_num_envs)
+from rlrobot.run import (
+    Cadence,
+    Run,
+    RunError,
+    StopRequest,
+    SummaryClock,
+    check_run_dir,
+    resolve_seed,
+    summary_extras,
+    with_robots,
+)
 from rlrobot.seeds import Member, SeedsSummary, hyperparameter_table, member_settings, plan_members
 from rlrobot.summaries import Progress, Timers, console_line, extras_line, hyperparameters_text
 from rlrobot.train import Hyperparams, Metrics, TrainState, summarize
-from rlrobot.trainer import JaxTrainer, build_jax_trainer, checkpoint_metadata, choose_behavior, resolve_num_envs
+from rlrobot.trainer import JaxTrainer, build_jax_trainer, checkpoint_metadata, choose_behavior
 
 logger = logging.getLogger("rlrobot")
 
@@ -46,10 +55,10 @@ def _open_runs(trainer: JaxTrainer, settings: RunSettings, members: list[Member]
         try:
             if members[0].name:  # --seeds/--sweep: <run-id>/ holds the members and needs --resume or --force too
                 check_run_dir(settings)
+            spec = trainer.spec
             for member, state in zip(members, list(states)):
                 member_run = member_settings(settings, trainer.behavior, member)
                 check_run_dir(member_run, trainer.behavior)
-                spec = trainer.spec
                 runs.append(Run(member_run, trainer.behavior, checkpoint_metadata(trainer.behavior, spec, member.seed),
                                 export=lambda s, path: export_policy(s.agent, spec.network, path)))
                 states[len(runs) - 1] = runs[-1].initial_state(state)
@@ -74,7 +83,7 @@ def run_training(settings: RunSettings, argv: list[str], *, devices: int | None 
     if jax.process_index() != 0:
         logger.setLevel(logging.WARNING)
     trainer = build_jax_trainer(settings, behavior, devices=devices)
-    settings = with_num_envs(settings, resolve_num_envs(settings, settings.behavior(behavior)))
+    settings = with_robots(settings, trainer.spec.num_envs)
     seed = int(parallel.broadcast_from_first(np.int32(resolve_seed(settings))))
     members = plan_members(seed, seeds, sweep)
     batched = bool(members[0].name)

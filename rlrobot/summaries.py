@@ -13,15 +13,23 @@ import math
 import os
 import sys
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import metadata as package_metadata
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
-from rich.progress import (BarColumn, MofNCompleteColumn, ProgressColumn, Task, TextColumn, TimeElapsedColumn,
-                           TimeRemainingColumn)
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    ProgressColumn,
+    Task,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.progress import Progress as RichProgress
 from rich.text import Text
 from tensorboardX import FileWriter
@@ -68,7 +76,8 @@ def _write_json_atomically(path: Path, data: dict) -> None:
 
 
 class _StdoutHandler(logging.StreamHandler):
-    """Writes to whatever ``sys.stdout`` is at emit time, so lines go above rich's live bar (and into pytest's capture)."""
+    """Writes to whatever ``sys.stdout`` is at emit time, so lines go above rich's live bar (and into pytest's
+    capture)."""
 
     def emit(self, record: logging.LogRecord) -> None:
         self.stream = sys.stdout
@@ -136,7 +145,8 @@ class SummaryWriter:
         self.directory.mkdir(parents=True, exist_ok=True)
         if clear_past_data:
             self._delete_event_files()
-        # pid + counter in the name, like torch's writer: a second writer in the same second must not truncate the first.
+        # pid + counter in the name, like torch's writer: a second writer in the same second must not truncate the
+        # first.
         self._tb = FileWriter(str(self.directory), filename_suffix=f".{os.getpid()}.{next(_event_file_ids)}")
         self._metrics = open(self.directory / "metrics.jsonl", "w" if clear_past_data else "a", encoding="utf-8")
 
@@ -170,7 +180,8 @@ class SummaryWriter:
         self.flush()
 
     def write_hyperparameters(self, text: str) -> None:
-        """The ``Hyperparameters`` text summary (tensorboardX stores it as ``Hyperparameters/text_summary``, like torch)."""
+        """The ``Hyperparameters`` text summary (tensorboardX stores it as ``Hyperparameters/text_summary``, like
+        torch)."""
         self._tb.add_summary(tb_summary.text("Hyperparameters", text))
         self.flush()
 
@@ -253,7 +264,7 @@ class Progress:
 class _TimerNode:
     total: float = 0.0
     count: int = 0
-    children: dict[str, "_TimerNode"] = field(default_factory=dict)
+    children: dict[str, _TimerNode] = field(default_factory=dict)
 
     def tree(self) -> dict[str, Any]:
         """ML-Agents' node layout: ``self`` is the time not spent in children; ``children`` only when there are any."""
@@ -341,7 +352,7 @@ class TrainingStatus:
         self._behaviors = behaviors or {}
 
     @classmethod
-    def load(cls, path: Path) -> "TrainingStatus":
+    def load(cls, path: Path) -> TrainingStatus:
         """A missing or unreadable file means no checkpoints are known (the ``.ckpt`` files are the resume source)."""
         path = Path(path)
         if not path.is_file():
@@ -371,7 +382,8 @@ class TrainingStatus:
         return list(self._behavior(behavior).get("checkpoints", []))
 
     def trim(self, behavior: str, keep: int) -> list[dict[str, Any]]:
-        """Forget all but the newest ``keep`` checkpoints (``keep <= 0`` keeps all, as ML-Agents); returns the dropped."""
+        """Forget all but the newest ``keep`` checkpoints (``keep <= 0`` keeps all, as ML-Agents); returns the
+        dropped."""
         entries = self._behavior(behavior).setdefault("checkpoints", [])
         excess = max(0, len(entries) - keep) if keep > 0 else 0
         dropped = entries[:excess]

@@ -20,15 +20,22 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import struct
-
 from jax.sharding import Mesh
 
 from envs.api import Environment
 from rlrobot import parallel, ppo
 from rlrobot.config import TrainerSettings
+from rlrobot.networks import (
+    AgentState,
+    NetworkSpec,
+    env_action,
+    init_agent,
+    policy_distribution,
+    sample_action,
+    update_normalizers,
+    value_estimate,
+)
 from rlrobot.run import Summary
-from rlrobot.networks import (AgentState, NetworkSpec, env_action, init_agent, policy_distribution, sample_action,
-                              update_normalizers, value_estimate)
 
 
 @dataclass(frozen=True)
@@ -94,7 +101,7 @@ class Hyperparams:
     gamma: Any
 
     @classmethod
-    def from_spec(cls, spec: TrainSpec) -> "Hyperparams":
+    def from_spec(cls, spec: TrainSpec) -> Hyperparams:
         return cls(learning_rate=spec.learning_rate, beta=spec.beta, epsilon=spec.epsilon, lambd=spec.lambd,
                    gamma=spec.gamma)
 
@@ -154,13 +161,13 @@ class Metrics:
     returns_sample: jnp.ndarray
 
     @classmethod
-    def zeros(cls) -> "Metrics":
+    def zeros(cls) -> Metrics:
         values = {name: jnp.float32(0.0) for name in cls.__dataclass_fields__}
         values["loss_is_finite"] = jnp.bool_(True)
         values["returns_sample"] = jnp.zeros(RETURNS_SAMPLE, jnp.float32)
         return cls(**values)
 
-    def add(self, other: "Metrics") -> "Metrics":
+    def add(self, other: Metrics) -> Metrics:
         """Sum two periods; the returns sample keeps this period's episodes, then the other's."""
         summed = jax.tree.map(jnp.add, self, other)
         return summed.replace(loss_is_finite=self.loss_is_finite & other.loss_is_finite,
@@ -225,7 +232,8 @@ def _rollout_step(env: Environment, env_params, spec: TrainSpec, explore: bool, 
     key_act, key_env = jax.random.split(key)
     mu, log_std = policy_distribution(agent.params, agent.actor_norm, obs, spec.network)
     raw = sample_action(key_act, mu, log_std) if explore else mu
-    next_obs, env_state, reward, terminated, truncated, info = env.step_batch(key_env, env_state, env_action(raw), env_params)
+    next_obs, env_state, reward, terminated, truncated, info = env.step_batch(key_env, env_state, env_action(raw),
+                                                                              env_params)
     done = terminated | truncated
     trajectory_length = tracker.trajectory_length + 1
     cut = (trajectory_length >= spec.time_horizon) & ~done
@@ -313,8 +321,8 @@ def _all_finite(tree) -> jnp.ndarray:
     return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
 
 
-LEARNED_FIELDS = ("updates", "value_estimate", "policy_loss", "value_loss", "approx_kl", "clip_fraction", "learning_rate", "beta",
-                  "epsilon", "loss_is_finite")
+LEARNED_FIELDS = ("updates", "value_estimate", "policy_loss", "value_loss", "approx_kl", "clip_fraction",
+                  "learning_rate", "beta", "epsilon", "loss_is_finite")
 
 
 def learn(agent: AgentState, opt_state, transitions: Transition, step: jnp.ndarray, key: chex.PRNGKey, spec: TrainSpec,

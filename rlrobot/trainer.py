@@ -5,8 +5,9 @@ JAX loop (``runner``), the Unity loop (``unity_runner``), the benchmarks and the
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -19,8 +20,19 @@ from rlrobot import __version__, parallel, ppo
 from rlrobot.config import RunSettings, TrainerSettings
 from rlrobot.networks import AgentState, NetworkSpec, env_action, init_agent, policy_distribution, sample_action
 from rlrobot.run import RunError
-from rlrobot.train import (Hyperparams, Metrics, TrainSpec, TrainState, Transition, default_num_envs, init_train_state,
-                           learn, make_optimizer, make_train_iterations, make_train_spec)
+from rlrobot.train import (
+    Hyperparams,
+    Metrics,
+    TrainSpec,
+    TrainState,
+    Transition,
+    default_num_envs,
+    init_train_state,
+    learn,
+    make_optimizer,
+    make_train_iterations,
+    make_train_spec,
+)
 
 
 def choose_behavior(settings: RunSettings) -> str:
@@ -41,9 +53,11 @@ def apply_environment_parameters(env_params, parameters: dict | None):
     fields = set(env_params.__dataclass_fields__)
     for name, value in (parameters or {}).items():
         if name not in fields:
-            raise RunError(f"environment_parameters.{name}: not a parameter of this scene ({', '.join(sorted(fields))})")
+            raise RunError(f"environment_parameters.{name}: not a parameter of this scene "
+                           f"({', '.join(sorted(fields))})")
         if isinstance(value, dict):
-            raise RunError(f"environment_parameters.{name}: only constant values are supported, not samplers or curricula")
+            raise RunError(f"environment_parameters.{name}: only constant values are supported, "
+                           "not samplers or curricula")
         current = getattr(env_params, name)
         try:
             converted = type(current)(value) if isinstance(current, (bool, int, float, str)) else value
@@ -157,7 +171,8 @@ def make_act(network: NetworkSpec, explore: bool):
 
 def make_learn(spec: TrainSpec):
     """Jitted ``(state, transitions, step) -> (state, Metrics)``: :func:`rlrobot.train.learn` on a host buffer."""
-    def learn_buffer(state: UnityTrainState, transitions: Transition, step: jnp.ndarray) -> tuple[UnityTrainState, Metrics]:
+    def learn_buffer(state: UnityTrainState, transitions: Transition,
+                     step: jnp.ndarray) -> tuple[UnityTrainState, Metrics]:
         key, key_update = jax.random.split(state.key)
         agent, opt_state, metrics = learn(state.agent, state.opt_state, transitions, step, key_update, spec)
         return state.replace(agent=agent, opt_state=opt_state, key=key, step=step + spec.steps_per_iteration), metrics

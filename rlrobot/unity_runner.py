@@ -24,7 +24,17 @@ from rlrobot import __version__
 from rlrobot.config import ConfigError, RunSettings
 from rlrobot.export import export_policy
 from rlrobot.networks import AgentState
-from rlrobot.run import Cadence, Run, RunError, StopRequest, SummaryClock, check_run_dir, resolve_seed, run_dir, with_num_envs
+from rlrobot.run import (
+    Cadence,
+    Run,
+    RunError,
+    StopRequest,
+    SummaryClock,
+    check_run_dir,
+    resolve_seed,
+    run_dir,
+    with_num_envs,
+)
 from rlrobot.summaries import Progress, Timers, hyperparameters_text
 from rlrobot.train import LEARNED_FIELDS, EpisodeEnds, Metrics, TrainSpec, Transition, episode_metrics, summarize
 from rlrobot.trainer import UnityTrainer, UnityTrainState, build_unity_trainer, checkpoint_metadata

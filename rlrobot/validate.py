@@ -47,8 +47,10 @@ def episode_summary(success: np.ndarray, returns: np.ndarray, lengths: np.ndarra
     rate_lo, rate_hi = wilson_interval(int(success.sum()), n)
     ret, ret_lo, ret_hi = mean_interval(returns)
     length, len_lo, len_hi = mean_interval(lengths)
-    return {"episodes": n, "success_rate": float(success.mean()) if n else math.nan, "success_rate_ci95": [rate_lo, rate_hi],
-            "mean_return": ret, "mean_return_ci95": [ret_lo, ret_hi], "std_return": float(returns.std()) if n else math.nan,
+    return {"episodes": n, "success_rate": float(success.mean()) if n else math.nan,
+            "success_rate_ci95": [rate_lo, rate_hi],
+            "mean_return": ret, "mean_return_ci95": [ret_lo, ret_hi],
+            "std_return": float(returns.std()) if n else math.nan,
             "mean_length": length, "mean_length_ci95": [len_lo, len_hi]}
 
 
@@ -96,11 +98,13 @@ def validate_in_jax(policy_file: Path, behavior: str | None, episodes: int, dete
     by_size = {envs.make(name).observation_size: name for name in envs.registered()}
     behavior = behavior or by_size.get(policy.observation_size)
     if behavior is None:
-        raise ValueError(f"{policy_file}: {policy.observation_size} observations match no built-in scene; pass --behavior")
+        raise ValueError(f"{policy_file}: {policy.observation_size} observations match no built-in scene; "
+                         "pass --behavior")
     env = envs.make(behavior)
     if env.observation_size != policy.observation_size or env.action_size != policy.action_size:
         raise ValueError(f"{policy_file}: the policy takes {policy.observation_size} observations and gives "
-                         f"{policy.action_size} actions, but {behavior} has {env.observation_size} and {env.action_size}")
+                         f"{policy.action_size} actions, but {behavior} has {env.observation_size} and "
+                         f"{env.action_size}")
     act = (lambda obs, key: policy.act(obs)) if deterministic else (lambda obs, key: policy.act(obs, key))
     stats = jax.jit(lambda key: first_episodes(env, env.default_params, act, key, episodes, max_steps))(
         jax.random.PRNGKey(seed))

@@ -1,18 +1,14 @@
-"""Shared test fixtures: where the reference material lives."""
+"""Shared test fixtures: the Unity-trained reference policies shipped with the tests."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
-SHARED = Path(os.environ.get("RLROBOT_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))
+UNITY_POLICIES = Path(__file__).resolve().parent / "data" / "unity"
 
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
-    """``../shared/data`` beside the checkout (the Unity-trained ONNX policies)."""
-    data = SHARED / "data"
-    if not (data / "MobileRobot-19obs.onnx").is_file():
-        pytest.skip(f"reference policies not found in {data} (set RLROBOT_SHARED)")
-    return data
+    """``tests/data/unity``: the ONNX policies ML-Agents trained in the course's Unity scenes (see its README)."""
+    return UNITY_POLICIES

@@ -6,8 +6,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from envs.numpy_robot import NumpyMobileRobot
 from envs.mobile_robot import S6_FREE_AREA, MobileRobot, MobileRobotState
+from envs.numpy_robot import NumpyMobileRobot
 
 OBS_ATOL = 1e-4
 POS_ATOL = 1e-4
@@ -127,7 +127,7 @@ def test_auto_reset():
     assert np.all(np.linalg.norm(robots.pos - car_spawns[arena], axis=1) <= 0.5 * np.sqrt(2) + 1e-5)
     assert np.all(np.abs(robots.goal - goal_spawns[arena]) <= 0.5 + 1e-5)
     rng = np.random.default_rng(0)
-    for i in range(5):
+    for _ in range(5):
         actions = np.stack([np.zeros(n), rng.uniform(-1.0, 1.0, n)], axis=1).astype(np.float32)  # turn on the spot
         goal_before = robots.goal.copy()
         obs, reward, terminated, truncated, final_obs = robots.step(actions)

@@ -9,8 +9,9 @@ LOG_FORMAT = "%(asctime)s [%(levelname)s] %(message)s"
 
 
 def play_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="envs.standin play", allow_abbrev=False,
-                                     description="Serve the MobileRobot stand-in to a trainer over ML-Agents' protocol.")
+    parser = argparse.ArgumentParser(
+        prog="envs.standin play", allow_abbrev=False,
+        description="Serve the MobileRobot stand-in to a trainer over ML-Agents' protocol.")
     parser.add_argument("--mlagents-port", type=int, required=True, help="the trainer's port (base_port + worker_id)")
     parser.add_argument("-logFile", "-logfile", dest="log_file", help="write the log here (default: stderr)")
     parser.add_argument("-nographics", action="store_true", help="accepted and ignored, as Unity's flag")

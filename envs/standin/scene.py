@@ -95,4 +95,5 @@ class Scene:
             deciding = np.empty(0, np.int64)
         decision_reward = self.reward[deciding].copy()
         self.reward[deciding] = 0.0
-        return Report(ended, end_reward, end_obs, max_step_reached, deciding, decision_reward, self.obs[deciding], goals)
+        return Report(ended, end_reward, end_obs, max_step_reached, deciding, decision_reward, self.obs[deciding],
+                      goals)

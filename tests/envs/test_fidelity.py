@@ -7,7 +7,7 @@ import envs
 from envs.rollout import first_episodes
 from rlrobot.onnx_policy import load_onnx_policy
 
-# Normaliser means Unity recorded while training the 19-obs policy (reference §5.6): what its sensors saw.
+# Normaliser means Unity recorded while training the 19-obs policy (in its ONNX): what its sensors saw.
 UNITY_RAY_MEANS_19 = np.array([0.9497, 0.9611, 0.9640, 0.9695, 0.9676, 0.9621, 0.9627, 0.9689, 0.9709, 0.9729,
                                0.9750, 0.9758, 0.9733, 0.9717, 0.9687, 0.9577, 0.9410, 0.9184])
 
@@ -16,7 +16,8 @@ def run(name, policy_file, sampled, num_envs=256, max_steps=3000):
     env = envs.make(name)
     policy = load_onnx_policy(policy_file)
     act = (lambda o, k: policy.act(o, k)) if sampled else (lambda o, k: policy.act(o))
-    stats = jax.jit(lambda k: first_episodes(env, env.default_params, act, k, num_envs, max_steps))(jax.random.PRNGKey(0))
+    episodes = jax.jit(lambda k: first_episodes(env, env.default_params, act, k, num_envs, max_steps))
+    stats = episodes(jax.random.PRNGKey(0))
     return jax.device_get(stats)
 
 

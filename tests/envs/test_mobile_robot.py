@@ -13,8 +13,8 @@ FAR_GOAL = jnp.array([-4.5, -4.5])  # a corner no test ray of these placements r
 
 
 def place(x, z, yaw=0.0, goal=FAR_GOAL, t=0):
-    return MobileRobotState(pos=jnp.array([x, z], jnp.float32), yaw=jnp.float32(yaw), goal=jnp.asarray(goal, jnp.float32),
-                            slot=jnp.int32(0), t=jnp.int32(t))
+    return MobileRobotState(pos=jnp.array([x, z], jnp.float32), yaw=jnp.float32(yaw),
+                            goal=jnp.asarray(goal, jnp.float32), slot=jnp.int32(0), t=jnp.int32(t))
 
 
 def observe(state, params=PARAMS):
@@ -47,7 +47,8 @@ def test_rays_in_a_corner():
     obs = observe(place(4.0, 3.8))
     np.testing.assert_allclose(obs[1], (4.95 - 3.79) / 4, rtol=1e-5)
     np.testing.assert_allclose(obs[5], (4.84 - 4.0) / np.sin(np.deg2rad(80)) / 4, rtol=1e-5)
-    np.testing.assert_allclose(obs[3], (4.84 - 4.0) / np.sin(np.deg2rad(40)) / 4, rtol=1e-5)  # right wall before top wall
+    # right wall before top wall
+    np.testing.assert_allclose(obs[3], (4.84 - 4.0) / np.sin(np.deg2rad(40)) / 4, rtol=1e-5)
 
 
 def test_ray_sees_goal_at_sensor_height():
@@ -62,7 +63,8 @@ def test_facing_angle_sign_and_elevation():
     right = observe(place(0.0, 0.0, goal=(2.0, 2.0)))[0]
     assert left > 0 and right < 0
     np.testing.assert_allclose(left, -right, rtol=1e-5)
-    # Facing the goal, the 3-D angle is the elevation of the goal centre, not 0 (§5.1).
+    # Facing the goal, the 3-D angle is the elevation of the goal centre, not 0 (docs/mobile-robot.md,
+    # "The facing angle").
     ahead = observe(place(0.0, 0.0, goal=(0.0, 2.5)))[0]
     elevation = np.degrees(np.arctan2(0.68 - 0.203, 2.5)) / 180
     np.testing.assert_allclose(ahead, elevation, rtol=1e-4)
@@ -75,7 +77,7 @@ def test_facing_angle_sign_and_elevation():
 
 def test_driving_straight_at_goal_terminates_with_plus_ten():
     state = place(0.0, 0.0, goal=(0.0, 3.51))
-    for k in range(1, 10):
+    for k in range(1, 10):  # noqa: B007 (k is read after the loop)
         _, state, reward, terminated, truncated = step(state, [1.0, 0.0])
         if terminated:
             break
@@ -132,7 +134,8 @@ def test_determinism_for_a_fixed_key():
 def test_jit_and_vmap_over_4096_envs():
     obs, state = jax.jit(ENV.reset_batch, static_argnums=2)(jax.random.PRNGKey(0), PARAMS, 4096)
     actions = jax.random.uniform(jax.random.PRNGKey(1), (4096, 2), minval=-1, maxval=1)
-    obs, state, reward, terminated, truncated, info = jax.jit(ENV.step_batch)(jax.random.PRNGKey(2), state, actions, PARAMS)
+    obs, state, reward, terminated, truncated, info = jax.jit(ENV.step_batch)(jax.random.PRNGKey(2), state, actions,
+                                                                              PARAMS)
     assert obs.shape == (4096, 19) and reward.shape == (4096,) and info["final_obs"].shape == (4096, 19)
     assert reward.dtype == jnp.float32 and terminated.dtype == jnp.bool_
 
@@ -168,5 +171,6 @@ def test_random_spawn_and_heading():
     gap = np.linalg.norm(np.asarray(state.pos - state.goal), axis=-1)
     assert gap.min() >= params.min_spawn_distance
     assert np.asarray(state.yaw).std() > 50
-    free = jax.vmap(lambda p, y: car.body_is_free(p, y, envs.mobile_robot.wall_boxes(params.walls)))(state.pos, state.yaw)
+    walls = envs.mobile_robot.wall_boxes(params.walls)
+    free = jax.vmap(lambda p, y: car.body_is_free(p, y, walls))(state.pos, state.yaw)
     assert bool(jnp.all(free))

@@ -28,7 +28,8 @@ BEHAVIOR = "MobileRobot?team=0"
 def steer(obs: np.ndarray) -> np.ndarray:
     """Turn toward the goal (obs[0] > 0: goal to the left; a1 > 0 turns right), drive once roughly facing it."""
     bearing = obs[:, 0]
-    return np.stack([np.where(np.abs(bearing) < 0.15, 1.0, 0.2), np.clip(-6.0 * bearing, -1.0, 1.0)], 1).astype(np.float32)
+    return np.stack([np.where(np.abs(bearing) < 0.15, 1.0, 0.2), np.clip(-6.0 * bearing, -1.0, 1.0)],
+                    1).astype(np.float32)
 
 
 def open_env(build: Path, *args: str, log_folder: Path | None = None, parameters: dict | None = None, **kwargs):

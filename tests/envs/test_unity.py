@@ -14,14 +14,14 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))  # unity_ports
 from unity_ports import free_base_port, no_leftover_players, standin_build  # noqa: E402,F401
 
-from envs.unity import (PlayerFailure, RestartBudget, UnityBatchEnv, UnityError, UnityVectorEnv,  # noqa: E402
-                        check_policy_sizes)
+from envs.unity import PlayerFailure, RestartBudget, UnityBatchEnv, UnityError, UnityVectorEnv, check_policy_sizes  # noqa: E402
 
 
 def steer(obs: np.ndarray) -> np.ndarray:
     """Turn toward the goal (obs[0] > 0: goal to the left; a1 > 0 turns right), drive once roughly facing it."""
     bearing = obs[:, 0]
-    return np.stack([np.where(np.abs(bearing) < 0.15, 1.0, 0.2), np.clip(-6.0 * bearing, -1.0, 1.0)], 1).astype(np.float32)
+    return np.stack([np.where(np.abs(bearing) < 0.15, 1.0, 0.2), np.clip(-6.0 * bearing, -1.0, 1.0)],
+                    1).astype(np.float32)
 
 
 def open_env(build: Path, *args: str, **kwargs) -> UnityBatchEnv:

@@ -43,7 +43,8 @@ def test_message_round_trip_with_map_fields():
     assert parsed == message and pickle.loads(pickle.dumps(parsed)) == message  # mlagents pipes messages pickled
     infos = parsed.unity_output.rl_output.agentInfos
     assert BEHAVIOR in infos and "Other?team=0" not in infos and list(infos.keys()) == [BEHAVIOR]
-    assert infos[BEHAVIOR].value[0].id == 7 and list(infos[BEHAVIOR].value[0].observations[0].float_data.data) == [0.25] * 19
+    assert infos[BEHAVIOR].value[0].id == 7
+    assert list(infos[BEHAVIOR].value[0].observations[0].float_data.data) == [0.25] * 19
     assert list(parsed.unity_input.rl_input.agent_actions[BEHAVIOR].value[0].continuous_actions) == [0.5, -0.5]
 
 

@@ -22,7 +22,8 @@ def tiny_config(directory: Path, max_steps: int) -> str:
 def forced_device_env(devices: int) -> dict[str, str]:
     """This environment with ``devices`` CPU devices (XLA reads the flag once, when JAX starts)."""
     return {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
-            "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tests" / "rlrobot"), os.environ.get("PYTHONPATH", "")])}
+            "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tests" / "rlrobot"),
+                                           os.environ.get("PYTHONPATH", "")])}
 
 
 def run_python(code: str, devices: int, *args: str, timeout: float = 600) -> str:

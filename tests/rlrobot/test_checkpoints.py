@@ -99,7 +99,8 @@ def test_unreadable_or_missing_file_raises_checkpoint_error(tmp_path):
 
 def manager(tmp_path: Path, keep: int = 5) -> CheckpointManager:
     status_path = tmp_path / "run_logs" / "training_status.json"
-    return CheckpointManager(tmp_path / "MobileRobot", "MobileRobot", keep, TrainingStatus.load(status_path), status_path)
+    return CheckpointManager(tmp_path / "MobileRobot", "MobileRobot", keep, TrainingStatus.load(status_path),
+                             status_path)
 
 
 def test_manager_keeps_the_newest_checkpoints_and_records_them(tmp_path):

@@ -5,10 +5,9 @@ from pathlib import Path
 
 import jax
 import numpy as np
-import pytest
 import yaml
 
-from rlrobot.checkpoints import load_checkpoint, read_metadata
+from rlrobot.checkpoints import read_metadata
 from rlrobot.cli import main
 from rlrobot.export import load_agent
 
@@ -111,7 +110,8 @@ def test_resume_reproduces_the_uninterrupted_run_exactly(tmp_path):
     split, _, _ = load_agent(results / "split" / "MobileRobot" / "checkpoint.ckpt")
     for a, b in zip(jax.tree.leaves(whole), jax.tree.leaves(split)):
         np.testing.assert_array_equal(a, b)
-    steps = [json.loads(l)["step"] for l in (results / "split" / "MobileRobot" / "metrics.jsonl").read_text().splitlines()]
+    log = (results / "split" / "MobileRobot" / "metrics.jsonl").read_text()
+    steps = [json.loads(line)["step"] for line in log.splitlines()]
     assert steps == [1024, 2048, 3072, 4096]  # the resumed run appends to the same log
 
 

@@ -4,10 +4,10 @@ import subprocess
 import sys
 
 import pytest
+from scale_helpers import REPO, assert_checkpoints_close, forced_device_env, tiny_config
 
 from rlrobot.cli import main
 from rlrobot.distributed import DistributedSettings, launcher_requests
-from scale_helpers import REPO, assert_checkpoints_close, forced_device_env, tiny_config
 
 
 def test_multi_host_flags_go_together_and_launchers_are_detected():

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+from test_cli import event_tags
 
 from rlrobot.cli import main
 from rlrobot.config import load_run_settings
 from rlrobot.summaries import console_line, hyperparameters_text
-from test_cli import event_tags
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "envs"))  # unity_ports
 from unity_ports import free_base_port, no_leftover_players, standin_build  # noqa: E402,F401
@@ -64,11 +64,16 @@ def _tiny_run(tmp_path: Path, *args: str) -> Path:
 def test_tags_configuration_and_inference_match_mlagents(tmp_path):
     run = _tiny_run(tmp_path)
     assert event_tags(run / "MobileRobot") - OURS_ONLY == recorded_tags("events.json")
-    ours, theirs = (yaml.safe_load(p.read_text()) for p in (run / "configuration.yaml", RECORDED / "configuration.yaml"))
+    ours, theirs = (yaml.safe_load(p.read_text())
+                    for p in (run / "configuration.yaml", RECORDED / "configuration.yaml"))
     # environment_parameters are written as given (ML-Agents expands constants into one-lesson curricula).
     ours.pop("environment_parameters"), theirs.pop("environment_parameters")
     assert key_paths(ours) == key_paths(theirs)
-    assert ours["env_settings"]["num_envs"] == 16   # mlagents-learn cannot read back a null num_envs
+    # mlagents-learn reads back neither a null num_envs nor num_envs > 1 without a build: one env, a robot per area.
+    assert (ours["env_settings"]["num_envs"], ours["env_settings"]["num_areas"]) == (1, 16)
+    again = tmp_path / "again"
+    assert main([str(run / "configuration.yaml"), "--run-id=again", "--results-dir", str(again)]) == 0
+    assert yaml.safe_load((again / "again" / "configuration.yaml").read_text())["env_settings"] == ours["env_settings"]
     for event in (run / "MobileRobot").glob("events.out*"):
         event.unlink()
     assert main([str(RECORDED / "tiny.yaml"), "--run-id=r", "--num-envs=16", "--inference", "--resume",
@@ -79,7 +84,8 @@ def test_tags_configuration_and_inference_match_mlagents(tmp_path):
 def test_stats_recorder_values_are_written_as_ml_agents_does(tmp_path, standin_build):
     """The stand-in reports Environment/GoalReached with SUM aggregation, once per goal: one scalar per summary."""
     assert main([str(RECORDED / "goal.yaml"), "--run-id=g", "--seed=1", "--env", str(standin_build),
-                 "--base-port", str(free_base_port()), "--timeout-wait", "10", "--results-dir", str(tmp_path / "results"),
+                 "--base-port", str(free_base_port()), "--timeout-wait", "10",
+                 "--results-dir", str(tmp_path / "results"),
                  "--env-args", "--agents", "8"]) == 0
     behavior = tmp_path / "results" / "g" / "MobileRobot"
     assert event_tags(behavior) - OURS_ONLY == recorded_tags("events_goal.json")

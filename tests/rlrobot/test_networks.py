@@ -153,8 +153,10 @@ def test_forward_matches_numpy_swish_mlp():
     assert not np.allclose(mu, relu_mu, atol=1e-4)
 
     critic = agent.params.critic
-    expected_v = _numpy_body(critic, obs.astype(np.float64), 1) @ np.asarray(critic["params"]["value"]["kernel"], np.float64)
-    np.testing.assert_allclose(value_estimate(agent.params, agent.critic_norm, jnp.asarray(obs), spec), expected_v[:, 0], rtol=1e-5, atol=1e-6)
+    value_kernel = np.asarray(critic["params"]["value"]["kernel"], np.float64)
+    expected_v = _numpy_body(critic, obs.astype(np.float64), 1) @ value_kernel
+    value = value_estimate(agent.params, agent.critic_norm, jnp.asarray(obs), spec)
+    np.testing.assert_allclose(value, expected_v[:, 0], rtol=1e-5, atol=1e-6)
 
 
 def test_each_network_uses_its_own_normalizer():
@@ -185,7 +187,10 @@ def test_update_normalizers_updates_both_identically():
 def test_params_are_a_differentiable_pytree():
     spec = NetworkSpec(obs_size=2, action_size=2, hidden_units=4, num_layers=2)
     agent = init_agent(jax.random.PRNGKey(0), spec)
-    grads = jax.grad(lambda p: jnp.sum(policy_distribution(p, agent.actor_norm, jnp.ones((3, 2)), spec)[0]))(agent.params)
+    def mu_sum(p):
+        return jnp.sum(policy_distribution(p, agent.actor_norm, jnp.ones((3, 2)), spec)[0])
+
+    grads = jax.grad(mu_sum)(agent.params)
     assert isinstance(grads, AgentParams)
     assert float(jnp.abs(grads.actor["params"]["mu"]["kernel"]).sum()) > 0.0
 
@@ -211,14 +216,16 @@ def _count(tree: dict) -> int:
 
 def test_shared_critic_defaults_off():
     assert NetworkSpec(obs_size=3, action_size=2).shared_critic is False
-    metadata = {"obs_size": 3, "action_size": 2, "hidden_units": 6, "num_layers": 2, "normalize": True}  # pre-field checkpoint
+    # a checkpoint written before the field existed
+    metadata = {"obs_size": 3, "action_size": 2, "hidden_units": 6, "num_layers": 2, "normalize": True}
     assert NetworkSpec(**metadata) == NetworkSpec(3, 2, 6, 2, True, False)
 
 
 def test_shared_critic_params_are_the_head_only():
     shared = init_agent(jax.random.PRNGKey(0), SHARED)
     separate = init_agent(jax.random.PRNGKey(0), SEPARATE)
-    assert jax.tree.structure(shared.params.actor) == jax.tree.structure(separate.params.actor)  # export reads this layout
+    # export reads this layout
+    assert jax.tree.structure(shared.params.actor) == jax.tree.structure(separate.params.actor)
     jax.tree.map(np.testing.assert_array_equal, shared.params.actor, separate.params.actor)
     assert list(shared.params.critic["params"]) == ["value"]
     assert _count(shared.params.critic) == SHARED.hidden_units + 1
@@ -243,11 +250,14 @@ def test_shared_value_is_head_on_actor_body():
 
 def test_shared_value_uses_the_shared_normalizer():
     spec = NetworkSpec(obs_size=3, action_size=2, hidden_units=6, num_layers=1, normalize=True, shared_critic=True)
-    agent = update_normalizers(init_agent(jax.random.PRNGKey(2), spec), jnp.array([[10.0, -10.0, 0.0], [20.0, 5.0, 1.0]]))
+    agent = update_normalizers(init_agent(jax.random.PRNGKey(2), spec),
+                               jnp.array([[10.0, -10.0, 0.0], [20.0, 5.0, 1.0]]))
     obs = jnp.array([[1.0, 2.0, 3.0]])
     value = value_estimate(agent.params, agent.critic_norm, obs, spec)
-    hidden = MLPBody(6, 1).apply({"params": agent.params.actor["params"]["MLPBody_0"]}, normalize(agent.actor_norm, obs))
-    expected = hidden @ agent.params.critic["params"]["value"]["kernel"] + agent.params.critic["params"]["value"]["bias"]
+    hidden = MLPBody(6, 1).apply({"params": agent.params.actor["params"]["MLPBody_0"]},
+                                 normalize(agent.actor_norm, obs))
+    head = agent.params.critic["params"]["value"]
+    expected = hidden @ head["kernel"] + head["bias"]
     np.testing.assert_allclose(value, expected[:, 0], rtol=1e-6)
     raw = value_estimate(agent.params, agent.critic_norm, obs, NetworkSpec(3, 2, 6, 1, False, True))
     assert not np.allclose(raw, value)

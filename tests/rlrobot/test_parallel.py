@@ -5,7 +5,6 @@ Each case runs in a fresh interpreter (``XLA_FLAGS`` is read once, when JAX star
 import json
 
 import numpy as np
-
 from scale_helpers import run_python, tiny_config
 
 ONE_AND_FOUR_DEVICES = """
@@ -23,7 +22,8 @@ env = envs.make("MobileRobot")
 spec = make_train_spec(trainer, env.observation_size, env.action_size, 16)
 state = init_train_state(jax.random.PRNGKey(0), env, env.default_params, spec)
 mesh = parallel.make_mesh(jax.devices())
-runs = {n: make_train_iterations(env, env.default_params, spec, mesh=m).lower(parallel.place(state, m), jnp.int32(1)).compile()
+runs = {n: make_train_iterations(env, env.default_params, spec, mesh=m)
+        .lower(parallel.place(state, m), jnp.int32(1)).compile()
         for n, m in ((1, None), (4, mesh))}
 after = {1: runs[1](state, jnp.int32(3)), 4: runs[4](parallel.place(state, mesh), jnp.int32(3))}
 arrays = {}
@@ -36,13 +36,15 @@ for written, read in ((4, 1), (1, 4)):
     path = f"{out_dir}/written-on-{written}.ckpt"
     save_checkpoint(path, parallel.gather(after[written][0]), 3, {})
     loaded, _, _ = load_checkpoint(path, state)
-    assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(loaded), jax.tree.leaves(jax.device_get(after[written][0]))))
+    expected = jax.tree.leaves(jax.device_get(after[written][0]))
+    assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(loaded), expected))
     loaded = parallel.place(loaded, mesh if read == 4 else None)
     keep(f"{written}-then-{read}", runs[read](loaded, jnp.int32(1)))
     keep(f"{written}-then-{written}", runs[written](after[written][0], jnp.int32(1)))
 np.savez(f"{out_dir}/leaves.npz", **arrays)
 spec_of = lambda x: str(getattr(x.sharding, "spec", None))
-print(json.dumps({"obs": spec_of(after[4][0].obs), "params": spec_of(after[4][0].agent.params.actor["params"]["mu"]["kernel"]),
+print(json.dumps({"obs": spec_of(after[4][0].obs),
+                  "params": spec_of(after[4][0].agent.params.actor["params"]["mu"]["kernel"]),
                   "all_reduces": {n: run.as_text().count(" all-reduce(") for n, run in runs.items()}}))
 """
 

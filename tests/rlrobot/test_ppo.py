@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import functools
-import math
 
 import jax
 import jax.numpy as jnp
@@ -55,7 +54,8 @@ def _random_rollout(seed: int, steps: int, envs: int, p_term: float, p_trunc: fl
 def _gae(rewards, values, next_values, terminated, truncated):
     as_f32 = functools.partial(jnp.asarray, dtype=jnp.float32)
     return compute_gae(
-        as_f32(rewards), as_f32(values), as_f32(next_values), jnp.asarray(terminated), jnp.asarray(truncated), GAMMA, LAM
+        as_f32(rewards), as_f32(values), as_f32(next_values), jnp.asarray(terminated), jnp.asarray(truncated),
+        GAMMA, LAM,
     )
 
 
@@ -126,7 +126,8 @@ def test_gae_accepts_float_flags_and_jit():
 
 def test_normalize_advantages_uses_population_std():
     adv = np.array([1.0, 2.0, 4.0, -3.0, 0.5], np.float32)
-    np.testing.assert_allclose(normalize_advantages(jnp.asarray(adv)), (adv - adv.mean()) / (adv.std() + 1e-10), rtol=1e-6)
+    np.testing.assert_allclose(normalize_advantages(jnp.asarray(adv)), (adv - adv.mean()) / (adv.std() + 1e-10),
+                               rtol=1e-6)
 
 
 def _analytic_normal_log_pdf(a, mu, sigma):
@@ -176,7 +177,8 @@ FLOORS = [(3e-4, LR_FLOOR), (0.2, EPSILON_FLOOR), (5e-3, BETA_FLOOR)]
 @pytest.mark.parametrize(("initial", "floor"), FLOORS)
 def test_decayed_value_linear_with_floor(initial, floor):
     max_steps = 1000
-    cases = {0: initial, 500: (initial - floor) * 0.5 + floor, 250: (initial - floor) * 0.75 + floor, 1000: floor, 5000: floor}
+    cases = {0: initial, 500: (initial - floor) * 0.5 + floor, 250: (initial - floor) * 0.75 + floor,
+             1000: floor, 5000: floor}
     for step, expected in cases.items():
         assert float(decayed_value(initial, floor, step, max_steps, "linear")) == pytest.approx(expected, rel=1e-6)
 
@@ -221,7 +223,8 @@ def _agent():
     actor = {"params": {**actor["params"], "log_std": jnp.array([-0.3, 0.2])}}
     return agent.replace(
         params=agent.params.replace(actor=actor),
-        actor_norm=normalizer_update(agent.actor_norm, jnp.array([[1.0, 2.0, -1.0], [3.0, -2.0, 0.5], [0.0, 0.0, 8.0]])),
+        actor_norm=normalizer_update(agent.actor_norm,
+                                     jnp.array([[1.0, 2.0, -1.0], [3.0, -2.0, 0.5], [0.0, 0.0, 8.0]])),
         critic_norm=normalizer_update(agent.critic_norm, jnp.array([[-4.0, 1.0, 2.0], [2.0, 6.0, -3.0]])),
     )
 
@@ -243,7 +246,8 @@ def _numpy_forward(agent, obs):
     actor, critic = agent.params.actor["params"], agent.params.critic["params"]
     mu = body(actor, norm(agent.actor_norm, obs)) @ _np(actor["mu"]["kernel"]) + _np(actor["mu"]["bias"])
     log_std = np.broadcast_to(_np(actor["log_std"]), mu.shape)
-    value = (body(critic, norm(agent.critic_norm, obs)) @ _np(critic["value"]["kernel"]))[:, 0] + _np(critic["value"]["bias"])
+    value = ((body(critic, norm(agent.critic_norm, obs)) @ _np(critic["value"]["kernel"]))[:, 0]
+             + _np(critic["value"]["bias"]))
     return mu, log_std, value
 
 

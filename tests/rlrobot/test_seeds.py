@@ -4,12 +4,12 @@ import json
 import numpy as np
 import pytest
 import yaml
+from scale_helpers import assert_checkpoints_close, checkpoint_leaves, tiny_config
 
 from rlrobot.cli import main
 from rlrobot.config import ConfigError, load_run_settings
 from rlrobot.seeds import SWEEPABLE, load_sweep, member_settings, plan_members
 from rlrobot.train import Hyperparams
-from scale_helpers import assert_checkpoints_close, checkpoint_leaves, tiny_config
 
 
 def test_sweep_file_is_the_product_of_its_lists(tmp_path):

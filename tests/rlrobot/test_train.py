@@ -4,8 +4,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
 from probe_envs import DiscountProbe, TargetProbe
+
 from rlrobot.config import NetworkSettings, PPOSettings, RewardSignalSettings, TrainerSettings
 from rlrobot.networks import policy_distribution, value_estimate
 from rlrobot.train import init_train_state, make_train_iterations, make_train_spec, summary_scalars
