@@ -13,6 +13,7 @@ import logging
 import math
 import os
 import re
+import reprlib
 import types
 import typing
 from collections.abc import Callable, Mapping
@@ -41,16 +42,74 @@ RUN_KEYS = (
     "debug",
 )
 
+# --- limits on what is read ------------------------------------------------------
+# Counts, sizes and shapes reach the device as int32 (XLA shapes, loop counters, the step counter's increments).
+INT32_MAX = 2**31 - 1
+# max_steps and seeds stay on the host as Python ints, but are written as (and compared with) 64-bit integers.
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+PORT_MAX = 65535
+# A trainer YAML is a few KiB (configuration.yaml ~3 KiB); 1 MiB leaves room for large sweeps and curricula while
+# keeping the pure-Python parser under a couple of seconds.
+MAX_YAML_BYTES = 1 << 20
+# Nesting levels of lists/mappings, counted through aliases (ML-Agents' deepest key is 5 levels down); also keeps
+# every recursive walk over the data (merging, copying, error messages) far from Python's recursion limit.
+MAX_YAML_DEPTH = 32
+# Values (scalars, lists, mappings) after alias expansion: stops "billion laughs" (a few lines that expand to 10**9
+# values). A trainer YAML has ~100, a long curriculum a few hundred; 20k keeps the refusal under a second.
+MAX_YAML_NODES = 20_000
+# Longest value shown in an error message, and longest message (the CLI prints one line).
+MAX_SHOWN = 60
+MAX_MESSAGE = 480
+
+_REPR = reprlib.Repr()
+_REPR.maxstring = _REPR.maxother = _REPR.maxlong = MAX_SHOWN
+_REPR.maxlevel, _REPR.maxlist, _REPR.maxtuple, _REPR.maxdict = 3, 6, 6, 4
+
+
+def _digits(value: int) -> int:
+    """Decimal digits of a (huge) int, without ``str()`` (limited to 4300 digits)."""
+    size = abs(value)
+    digits = math.floor(math.log10(size)) + 1  # a float estimate: correct it by one either way
+    if size < 10 ** (digits - 1):
+        digits -= 1
+    elif size >= 10**digits:
+        digits += 1
+    return digits
+
+
+def show(value: Any, limit: int = MAX_SHOWN) -> str:
+    """``repr(value)`` cut to about ``limit`` characters, on one line; safe for huge, deep or recursive values."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 128:
+        digits = _digits(value)
+        return f"{'-' if value < 0 else ''}<an integer of ~{digits} digits>"
+    try:
+        text = _REPR.repr(value)
+    except Exception:  # an object whose repr fails: name its type only
+        text = f"<{type(value).__name__}>"
+    text = re.sub(r"\s+", " ", text)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def show_key(key: Any) -> str:
+    """A mapping key as it appears in a dotted path (``str``, cut like :func:`show`)."""
+    text = key if isinstance(key, str) else show(key)
+    text = re.sub(r"\s+", " ", text)
+    return text if len(text) <= MAX_SHOWN else text[: MAX_SHOWN - 3] + "..."
+
 
 class ConfigError(Exception):
     """A user-facing configuration problem.
 
     The CLI prints it as ``[ERROR] <message>``, so the message is forced onto
-    one line that names the file and the offending key/value.
+    one line that names the file and the offending key/value (and cut to
+    ``MAX_MESSAGE`` characters should a path or name be huge).
     """
 
     def __init__(self, message: str) -> None:
-        super().__init__(re.sub(r"\s*[\r\n]+\s*", " ", message).strip())
+        message = re.sub(r"\s*[\r\n]+\s*", " ", message).strip()
+        if len(message) > MAX_MESSAGE:
+            message = message[: MAX_MESSAGE - 3] + "..."
+        super().__init__(message)
 
 
 # --- value checks shared by the dataclasses ---------------------------------
@@ -61,7 +120,7 @@ class ConfigError(Exception):
 def _require(ok: bool, key: str, value: Any, requirement: str) -> None:
     """Raise a ConfigError naming ``key`` and ``value`` unless ``ok``."""
     if not ok:
-        raise ConfigError(f"{key} ({value!r}) {requirement}.")
+        raise ConfigError(f"{key} ({show(value)}) {requirement}.")
 
 
 def _is_int(value: Any) -> bool:
@@ -69,13 +128,67 @@ def _is_int(value: Any) -> bool:
 
 
 def _is_real(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    """A finite int or float (an int too large for a float is not)."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
 
 
-def _require_positive_ints(obj: Any, *names: str) -> None:
+def _bound_text(limit: int) -> str:
+    names = {INT32_MAX: "2**31-1", INT64_MAX: "2**63-1"}
+    return f"{limit} ({names[limit]})" if limit in names else str(limit)
+
+
+def _require_int_range(obj: Any, name: str, low: int, high: int, requirement: str) -> None:
+    """An integer field in ``[low, high]``: ``requirement`` says what is wanted when below."""
+    value = getattr(obj, name)
+    _require(_is_int(value), name, value, "must be an integer")
+    _require(value >= low, name, value, requirement)
+    why = ": it reaches the device as a 32-bit integer" if high == INT32_MAX else ""
+    _require(value <= high, name, value, f"must be at most {_bound_text(high)}{why}")
+
+
+def _require_positive_ints(obj: Any, *names: str, maximum: int = INT32_MAX) -> None:
+    for name in names:
+        _require_int_range(obj, name, 1, maximum, "must be a positive integer")
+
+
+def _require_path_text(obj: Any, *names: str) -> None:
+    """Strings that become file names or process arguments: no NUL byte, encodable for the file system."""
     for name in names:
         value = getattr(obj, name)
-        _require(_is_int(value) and value > 0, name, value, "must be a positive integer")
+        if value is None:
+            continue
+        _require(isinstance(value, str), name, value, "must be a string")
+        _require("\0" not in value, name, value, "must not contain a NUL character")
+        try:
+            os.fsencode(value)
+        except UnicodeError:
+            _require(False, name, value, "must be valid text (it has an unpaired surrogate)")
+
+
+# The longest file or folder name most file systems take (NAME_MAX, in bytes).
+NAME_MAX = 255
+
+
+def check_run_id(key: str, run_id: Any) -> None:
+    """A run id is a folder under ``results_dir``: relative, and without empty, ``.`` or ``..`` components (nested
+    ids such as ``exp/1`` are allowed; rlrobot itself names ``<run-id>/seed-<k>``)."""
+    _require(isinstance(run_id, str) and bool(run_id), key, run_id, "must not be empty")
+    _require("\0" not in run_id, key, run_id, "must not contain a NUL character")
+    _require(not (os.path.isabs(run_id) or run_id.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", run_id)),
+             key, run_id, "must be a relative folder name inside results_dir, not an absolute path")
+    for part in re.split(r"[/\\]", run_id):
+        _require(part not in ("", ".", ".."), key, run_id,
+                 "must stay inside results_dir: no empty, '.' or '..' path components")
+        try:
+            size = len(os.fsencode(part))
+        except UnicodeError:
+            _require(False, key, run_id, "must be valid text (it has an unpaired surrogate)")
+        _require(size <= NAME_MAX, key, run_id, f"has a folder name longer than {NAME_MAX} bytes")
 
 
 def _require_choice(obj: Any, name: str, choices: tuple[str, ...]) -> None:
@@ -86,17 +199,17 @@ def _require_choice(obj: Any, name: str, choices: tuple[str, ...]) -> None:
 def _check_trainer_type(value: Any, key: str = "trainer_type") -> None:
     """Only PPO is implemented; say so before its hyperparameters are read."""
     if value != "ppo":
-        raise ConfigError(f"{key}: Invalid trainer type {value} was found (rlrobot supports only ppo).")
+        raise ConfigError(f"{key}: Invalid trainer type {show_key(value)} was found (rlrobot supports only ppo).")
 
 
 def _check_reward_signal(name: Any, key: str = "reward_signals") -> None:
     """Only the extrinsic signal is implemented; name the one that is not."""
     if name == "extrinsic":
         return
-    if name in MLAGENTS_REWARD_SIGNALS:
+    if isinstance(name, str) and name in MLAGENTS_REWARD_SIGNALS:
         raise ConfigError(f"{key}.{name}: the {name} reward signal is not supported by rlrobot (only extrinsic is).")
     raise ConfigError(
-        f"{key}.{name}: {name!r} is not a valid reward signal "
+        f"{key}.{show_key(name)}: {show(name)} is not a valid reward signal "
         f"(ML-Agents knows {', '.join(MLAGENTS_REWARD_SIGNALS)}; rlrobot supports only extrinsic)."
     )
 
@@ -148,10 +261,8 @@ class MemorySettings:
     def __post_init__(self) -> None:
         _require_positive_ints(self, "sequence_length")
         size = self.memory_size
-        _require(
-            _is_int(size) and size > 0,
-            "memory_size",
-            size,
+        _require_int_range(
+            self, "memory_size", 1, INT32_MAX,
             "is invalid: When using a recurrent network, memory size must be greater than 0",
         )
         _require(
@@ -222,9 +333,10 @@ class TrainerSettings:
             _check_reward_signal(name)
         signals = list(self.reward_signals)
         _require("extrinsic" in signals, "reward_signals", signals, "must include extrinsic")
-        _require_positive_ints(
-            self, "checkpoint_interval", "keep_checkpoints", "max_steps", "time_horizon", "summary_freq"
-        )
+        _require_positive_ints(self, "checkpoint_interval", "keep_checkpoints", "time_horizon", "summary_freq")
+        # Counted on the host (Python ints), so ML-Agents' whole range is accepted: below 2**63.
+        _require_positive_ints(self, "max_steps", maximum=INT64_MAX)
+        _require_path_text(self, "init_path")
         self._reject_memory()
 
     def _reject_memory(self) -> None:
@@ -279,11 +391,15 @@ class EnvironmentSettings:
         if self.num_envs is not None:
             _require_positive_ints(self, "num_envs")
         _require_positive_ints(self, "num_areas", "timeout_wait")
+        _require_int_range(self, "base_port", 0, PORT_MAX, "must be a port number >= 0")
+        # -1 draws one; any other value seeds the run as is (on the host, as a 64-bit integer).
+        _require_int_range(self, "seed", INT64_MIN, INT64_MAX, f"must be at least {INT64_MIN} (-2**63)")
         for name in ("max_lifetime_restarts", "restarts_rate_limit_n"):
-            value = getattr(self, name)
-            _require(value >= -1, name, value, "must be -1 (no limit) or a count >= 0")
-        period = self.restarts_rate_limit_period_s
-        _require(period >= 0, "restarts_rate_limit_period_s", period, "must be >= 0")
+            _require_int_range(self, name, -1, INT32_MAX, "must be -1 (no limit) or a count >= 0")
+        _require_int_range(self, "restarts_rate_limit_period_s", 0, INT32_MAX, "must be >= 0")
+        _require_path_text(self, "env_path")
+        for arg in self.env_args or ():
+            _require(isinstance(arg, str) and "\0" not in arg, "env_args", arg, "must be strings without NUL bytes")
 
 
 @dataclass(frozen=True)
@@ -301,9 +417,9 @@ class EngineSettings:
 
     def __post_init__(self) -> None:
         _require_positive_ints(self, "width", "height")
-        _require(self.quality_level >= 0, "quality_level", self.quality_level, "must be >= 0")
-        _require(self.target_frame_rate >= -1, "target_frame_rate", self.target_frame_rate, "must be -1 or >= 0")
-        _require(self.capture_frame_rate >= 0, "capture_frame_rate", self.capture_frame_rate, "must be >= 0")
+        _require_int_range(self, "quality_level", 0, INT32_MAX, "must be >= 0")
+        _require_int_range(self, "target_frame_rate", -1, INT32_MAX, "must be -1 or >= 0")
+        _require_int_range(self, "capture_frame_rate", 0, INT32_MAX, "must be >= 0")
         _require(_is_real(self.time_scale) and self.time_scale > 0, "time_scale", self.time_scale, "must be > 0")
 
 
@@ -321,9 +437,11 @@ class CheckpointSettings:
     results_dir: str = "results"
 
     def __post_init__(self) -> None:
-        # An empty run_id would make results_dir itself the run folder (and --force would reuse it).
-        _require(bool(self.run_id), "run_id", self.run_id, "must not be empty")
+        # The run folder is results_dir/run_id and --force deletes in it: an empty, '.', '..' or absolute id would
+        # make it results_dir itself or a folder outside it (``--run-id / --force`` would write /run_logs).
+        check_run_id("run_id", self.run_id)
         _require(bool(self.results_dir), "results_dir", self.results_dir, "must not be empty")
+        _require_path_text(self, "results_dir", "initialize_from")
 
 
 @dataclass(frozen=True)
@@ -402,13 +520,17 @@ def _plain(obj: Any) -> Any:
 # --- scalar conversion ----------------------------------------------------------
 
 
+# Longest numeric string parsed (a YAML 1.1 float such as ``3e-4`` arrives as a string); longer ones are not numbers.
+_MAX_NUMBER_TEXT = 100
+
+
 def _number(value: Any) -> int | float | None:
     """A YAML number, or a numeric string: YAML 1.1 reads ``3e-4`` (no dot) as a string."""
     if isinstance(value, bool):
         return None
     if isinstance(value, (int, float)):
         return value
-    if isinstance(value, str):
+    if isinstance(value, str) and len(value) <= _MAX_NUMBER_TEXT:
         for parse in (int, float):
             try:
                 return parse(value)
@@ -422,29 +544,29 @@ def _to_int(value: Any, key: str) -> int:
     if isinstance(number, float) and number.is_integer():
         number = int(number)
     if not _is_int(number):
-        raise ConfigError(f"{key} ({value!r}) must be an integer.")
+        raise ConfigError(f"{key} ({show(value)}) must be an integer.")
     return number
 
 
 def _to_float(value: Any, key: str) -> float:
     number = _number(value)
-    if number is None or not math.isfinite(number):
-        raise ConfigError(f"{key} ({value!r}) must be a finite number.")
+    if not _is_real(number):
+        raise ConfigError(f"{key} ({show(value)}) must be a finite number.")
     return float(number)
 
 
 def _to_bool(value: Any, key: str) -> bool:
     # ML-Agents would turn the string "false" into True; refuse instead.
     if not isinstance(value, bool):
-        raise ConfigError(f"{key} ({value!r}) must be true or false.")
+        raise ConfigError(f"{key} ({show(value)}) must be true or false.")
     return value
 
 
 def _to_str(value: Any, key: str) -> str:
-    if _is_int(value):  # e.g. ``run_id: 1``
+    if _is_int(value) and value.bit_length() <= 128:  # e.g. ``run_id: 1``
         return str(value)
     if not isinstance(value, str):
-        raise ConfigError(f"{key} ({value!r}) must be a string.")
+        raise ConfigError(f"{key} ({show(value)}) must be a string.")
     return value
 
 
@@ -462,11 +584,11 @@ def _convert(value: Any, hint: Any, key: str) -> Any:
     origin = typing.get_origin(hint)
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{key} ({value!r}) must be a list of strings.")
+            raise ConfigError(f"{key} ({show(value)}) must be a list of strings.")
         return tuple(_to_str(item, key) for item in value)
     if origin is dict:
         if not isinstance(value, Mapping):
-            raise ConfigError(f"{key} ({value!r}) must be a mapping.")
+            raise ConfigError(f"{key} ({show(value)}) must be a mapping.")
         return _plain(value)
     return _SCALARS[hint](value, key)
 
@@ -477,8 +599,10 @@ def _convert(value: Any, hint: Any, key: str) -> Any:
 def _parse_max_steps(value: Any, hint: Any, key: str) -> int:
     """ML-Agents parses max_steps as ``int(float(v))``, so ``5.0e6`` works."""
     number = _number(value)
-    if number is None or not math.isfinite(number):
-        raise ConfigError(f"{key} ({value!r}) must be a number.")
+    if _is_int(number):
+        return number
+    if not _is_real(number):
+        raise ConfigError(f"{key} ({show(value)}) must be a number.")
     return int(number)
 
 
@@ -493,7 +617,7 @@ def _parse_hyperparameters(value: Any, hint: Any, key: str) -> PPOSettings:
 def _parse_reward_signals(value: Any, hint: Any, key: str) -> dict[str, RewardSignalSettings]:
     """Name an unsupported signal before its (signal-specific) keys are read."""
     if not isinstance(value, Mapping):
-        raise ConfigError(f"{key} ({value!r}) must map reward signal names to their settings.")
+        raise ConfigError(f"{key} ({show(value)}) must map reward signal names to their settings.")
     for name in value:
         _check_reward_signal(name, key)
     return {name: _build(RewardSignalSettings, settings, f"{key}.{name}") for name, settings in value.items()}
@@ -509,8 +633,8 @@ _FIELD_PARSERS: dict[tuple[type, str], Callable[[Any, Any, str], Any]] = {
 # --- sections ---------------------------------------------------------------------
 
 
-def _join(where: str, key: str) -> str:
-    return f"{where}.{key}" if where else key
+def _join(where: str, key: Any) -> str:
+    return f"{where}.{show_key(key)}" if where else show_key(key)
 
 
 def _build(cls: type, raw: Any, where: str) -> Any:
@@ -518,7 +642,7 @@ def _build(cls: type, raw: Any, where: str) -> Any:
     if raw is None:
         raw = {}
     if not isinstance(raw, Mapping):
-        raise ConfigError(f"Unsupported config {raw} for {cls.__name__}.")
+        raise ConfigError(f"Unsupported config {show_key(raw)} for {cls.__name__}.")
     fields = {f.name for f in dataclasses.fields(cls)}
     hints = typing.get_type_hints(cls)
     values = {}
@@ -527,16 +651,18 @@ def _build(cls: type, raw: Any, where: str) -> Any:
             continue
         if key in _NULL_ONLY_KEYS.get(cls, ()):
             if value is not None:
-                raise ConfigError(f"{_join(where, key)}: {key} is not supported by rlrobot.")
+                raise ConfigError(f"{_join(where, key)}: {show_key(key)} is not supported by rlrobot.")
             continue
         if key not in fields:
-            raise ConfigError(f"The option {key} was specified in your YAML file for {cls.__name__}, but is invalid.")
+            raise ConfigError(
+                f"The option {show_key(key)} was specified in your YAML file for {cls.__name__}, but is invalid."
+            )
         parse = _FIELD_PARSERS.get((cls, key), _convert)
         values[key] = parse(value, hints[key], _join(where, key))
     try:
         return cls(**values)
     except ConfigError as exc:  # raised by __post_init__ with a section-relative key
-        raise ConfigError(_join(where, str(exc))) from exc
+        raise ConfigError(f"{where}.{exc}" if where else str(exc)) from exc
 
 
 def _deep_merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
@@ -553,7 +679,7 @@ def _parse_trainer(raw: Any, where: str, default: TrainerSettings | None) -> Tra
     if raw is None:
         raw = {}
     if not isinstance(raw, Mapping):
-        raise ConfigError(f"Unsupported config {raw} for TrainerSettings.")
+        raise ConfigError(f"Unsupported config {show_key(raw)} for TrainerSettings.")
     if default is not None:
         raw = _deep_merge(_plain(default), raw)
     if "hyperparameters" in raw and "trainer_type" not in raw:
@@ -566,8 +692,8 @@ def _parse_behaviors(raw: Any, default: TrainerSettings | None) -> dict[str, Tra
     if raw is None:
         return {}
     if not isinstance(raw, Mapping):
-        raise ConfigError(f"Unsupported config {raw} for behaviors.")
-    return {str(name): _parse_trainer(block, f"behaviors.{name}", default) for name, block in raw.items()}
+        raise ConfigError(f"Unsupported config {show_key(raw)} for behaviors.")
+    return {str(name): _parse_trainer(block, f"behaviors.{show_key(name)}", default) for name, block in raw.items()}
 
 
 # --- CLI overrides ----------------------------------------------------------------
@@ -638,42 +764,205 @@ def _apply_deterministic(run: RunSettings, flag: Any) -> RunSettings:
 # --- loading ------------------------------------------------------------------------
 
 
-def _yaml_error_message(exc: yaml.YAMLError) -> str:
+class _LimitExceeded(yaml.YAMLError):
+    """A bounded-loader limit, reported like a YAML syntax error (with the line and column)."""
+
+    def __init__(self, problem: str, mark: Any) -> None:
+        super().__init__(problem)
+        self.problem, self.problem_mark = problem, mark
+
+
+class BoundedSafeLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses hostile structure before it is built.
+
+    While composing, nesting deeper than ``MAX_YAML_DEPTH`` and more than ``MAX_YAML_NODES`` nodes stop the parse
+    (the composer recurses once per level, so depth never reaches Python's limit). Before constructing, the node
+    graph is walked iteratively: an alias inside the node it names (a recursive structure) is refused, and so is a
+    graph whose alias expansion exceeds the node or depth limits (billion laughs).
+    """
+
+    def __init__(self, stream: Any) -> None:
+        super().__init__(stream)
+        self._depth = 0
+        self._nodes = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if not self.check_event(yaml.AliasEvent):
+            mark = self.peek_event().start_mark
+            self._nodes += 1
+            if self._nodes > MAX_YAML_NODES:
+                raise _LimitExceeded(f"more than {MAX_YAML_NODES} values", mark)
+            if self._depth >= MAX_YAML_DEPTH:
+                raise _LimitExceeded(f"lists or mappings nested deeper than {MAX_YAML_DEPTH} levels", mark)
+        self._depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def construct_document(self, node: Any) -> Any:
+        check_node_graph(node)
+        return super().construct_document(node)
+
+
+def _children(node: Any) -> list[Any]:
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    if isinstance(node, yaml.MappingNode):
+        return [item for pair in node.value for item in pair]
+    return []
+
+
+def check_node_graph(root: Any) -> None:
+    """Refuse a composed YAML graph that is recursive, or whose alias expansion is too large or too deep.
+
+    Iterative post-order walk; each node's expanded size and depth are computed once (aliases share nodes).
+    """
+    size: dict[int, int] = {}
+    depth: dict[int, int] = {}
+    on_path: set[int] = set()
+    stack: list[tuple[Any, bool]] = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        key = id(node)
+        if children_done:
+            on_path.discard(key)
+            kids = _children(node)
+            size[key] = min(1 + sum(size[id(kid)] for kid in kids), MAX_YAML_NODES + 1)
+            depth[key] = 1 + max((depth[id(kid)] for kid in kids), default=0)
+            if size[key] > MAX_YAML_NODES:
+                raise _LimitExceeded(f"more than {MAX_YAML_NODES} values once aliases are expanded", node.start_mark)
+            if depth[key] > MAX_YAML_DEPTH:
+                raise _LimitExceeded(f"lists or mappings nested deeper than {MAX_YAML_DEPTH} levels once aliases "
+                                     f"are expanded", node.start_mark)
+            continue
+        if key in size:
+            continue
+        on_path.add(key)
+        stack.append((node, True))
+        for kid in _children(node):
+            if id(kid) in on_path:
+                raise _LimitExceeded("an alias inside the value it names (a recursive structure)", kid.start_mark)
+            if id(kid) not in size:
+                stack.append((kid, False))
+
+
+def _yaml_error_message(exc: BaseException) -> str:
+    if isinstance(exc, _LimitExceeded):
+        mark = exc.problem_mark
+        return f"The YAML has {exc.problem} (line {mark.line + 1}, column {mark.column + 1}); rlrobot refuses it."
     message = (
         "Error parsing yaml file. Please check for formatting errors. "
         "A tool such as http://www.yamllint.com/ can be helpful with this."
     )
-    mark = getattr(exc, "problem_mark", None)
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    problem = getattr(exc, "problem", None) or getattr(exc, "context", None)
+    if isinstance(exc, yaml.reader.ReaderError):  # a control character: no mark, a position
+        character = exc.character if isinstance(exc.character, int) else ord(exc.character)
+        problem = f"unacceptable character #x{character:04x} at offset {exc.position}: {exc.reason}"
+    elif not isinstance(exc, yaml.YAMLError):  # a constructor's ValueError, e.g. a date like 2001-13-45
+        problem = f"{type(exc).__name__}: {show_key(str(exc))}"
     if mark is not None:
-        problem = getattr(exc, "problem", None) or "syntax error"
-        message += f" (line {mark.line + 1}, column {mark.column + 1}: {problem})"
+        message += f" (line {mark.line + 1}, column {mark.column + 1}: {problem or 'syntax error'})"
+    elif problem:
+        message += f" ({problem})"
     return message
+
+
+def read_yaml_text(path: str) -> str:
+    """A YAML file's text: at most ``MAX_YAML_BYTES``, UTF-8 (a BOM is dropped), and not binary.
+
+    ``FileNotFoundError`` is raised as is (callers word it); every other problem is a ConfigError without the path,
+    for the caller to prefix.
+    """
+    try:
+        with open(path, "rb") as stream:
+            data = stream.read(MAX_YAML_BYTES + 1)
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise ConfigError(f"the file could not be read ({exc.strerror or type(exc).__name__}).") from None
+    if len(data) > MAX_YAML_BYTES:
+        raise ConfigError(f"the file is larger than {MAX_YAML_BYTES // 1024} KiB; a trainer YAML is a few KiB.")
+    if b"\0" in data:
+        raise ConfigError("the file is binary, not YAML text (it contains NUL bytes).")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"the file is not UTF-8 text (byte {data[exc.start]:#04x} at offset {exc.start}).") from None
+    return text.replace("\r\n", "\n").replace("\r", "\n")  # universal newlines: CRLF files work
+
+
+def load_yaml(text: str) -> Any:
+    """``yaml.safe_load`` with :class:`BoundedSafeLoader`'s limits; any problem is a one-line ConfigError."""
+    loader = None
+    try:
+        loader = BoundedSafeLoader(text)  # the reader checks the characters here
+        return loader.get_single_data()
+    except (yaml.YAMLError, ValueError, TypeError, KeyError, OverflowError, RecursionError, MemoryError) as exc:
+        raise ConfigError(_yaml_error_message(exc)) from None
+    finally:
+        if loader is not None:
+            loader.dispose()
 
 
 def _read_yaml(path: str) -> Mapping[str, Any]:
     """The file's top-level mapping (an empty file is an empty mapping)."""
     try:
-        with open(path, encoding="utf-8-sig") as stream:  # universal newlines: CRLF files work
-            text = stream.read()
+        text = read_yaml_text(path)
     except FileNotFoundError:
         raise ConfigError(f"Config file could not be found at {os.path.abspath(path)}.") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"Config file could not be read: {exc}") from exc
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(_yaml_error_message(exc)) from exc
+    except ConfigError as exc:
+        raise ConfigError(f"Config file could not be read: {exc}") from None
+    data = load_yaml(text)
     if data is None:
         return {}
     if not isinstance(data, Mapping):
-        raise ConfigError(f"Unsupported config {data} for RunSettings.")
+        raise ConfigError(f"Unsupported config {show_key(data)} for RunSettings.")
     return data
+
+
+def _parse_environment_parameters(value: Any, key: str = "environment_parameters") -> dict[str, Any] | None:
+    """ML-Agents' ``environment_parameters``: a name -> constant or sampler/curriculum mapping (kept as given).
+
+    Names are strings (the side channel's keys); constants are numbers (an int a float can hold), true/false or
+    strings (a JAX scene's ``action_mode``). Each scene field's type and range is checked where the scene is built
+    (``envs.parameters``); samplers and curricula are refused there and by the Unity path.
+    """
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{key} ({show(value)}) must be a mapping of parameter names to values.")
+    for name, item in value.items():
+        where = _join(key, name)
+        if not isinstance(name, str):
+            raise ConfigError(f"{where}: parameter names must be strings, not {type(name).__name__}.")
+        if isinstance(item, (bool, str, float, Mapping)) or _is_real(item):
+            continue  # a float may be NaN or inf here: each scene field says what it takes (envs.parameters)
+        if _is_int(item):
+            raise ConfigError(f"{where} ({show(item)}) is too large for a number.")
+        raise ConfigError(f"{where} ({show(item)}) must be a number, true/false, a string, or a sampler or "
+                          f"curriculum mapping.")
+    return _plain(value)
+
+
+def check_results_folder(checkpoint: CheckpointSettings) -> None:
+    """``results_dir`` and every folder of ``<results_dir>/<run_id>`` that exists must be a folder (not a file)."""
+    path = checkpoint.results_dir
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ConfigError(f"checkpoint_settings.results_dir ({show(path)}): {show_key(path)} exists and is not a "
+                          f"folder.")
+    for part in re.split(r"[/\\]", checkpoint.run_id):
+        path = os.path.join(path, part)
+        if os.path.exists(path) and not os.path.isdir(path):
+            raise ConfigError(f"checkpoint_settings.run_id ({show(checkpoint.run_id)}): {show_key(path)} exists and "
+                              f"is not a folder.")
 
 
 def _parse_run(raw: Mapping[str, Any], overrides: Mapping[str, Any]) -> RunSettings:
     for key in raw:
         if key not in RUN_KEYS:
-            raise ConfigError(f"The option {key} was specified in your YAML file, but is invalid.")
+            raise ConfigError(f"The option {show_key(key)} was specified in your YAML file, but is invalid.")
     raw = _apply_overrides(raw, overrides)
     default_raw = raw.get("default_settings")
     default = None if default_raw is None else _parse_trainer(default_raw, "default_settings", None)
@@ -683,11 +972,10 @@ def _parse_run(raw: Mapping[str, Any], overrides: Mapping[str, Any]) -> RunSetti
         behaviors=_parse_behaviors(raw.get("behaviors"), default),
         debug=_to_bool(raw.get("debug", False), "debug"),
         default_settings=default,
-        environment_parameters=_convert(
-            raw.get("environment_parameters"), dict[str, Any] | None, "environment_parameters"
-        ),
+        environment_parameters=_parse_environment_parameters(raw.get("environment_parameters")),
         **sections,
     )
+    check_results_folder(run.checkpoint_settings)
     if "deterministic" in overrides:
         run = _apply_deterministic(run, overrides["deterministic"])
     return run

@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
-from rlrobot.config import ConfigError, RunSettings
+from rlrobot.config import ConfigError, RunSettings, load_yaml, read_yaml_text, show, show_key
+from rlrobot.limits import MAX_RUNS
 from rlrobot.summaries import SummaryWriter, _write_json_atomically
 
 # The hyperparameters a sweep may vary (all numbers, traced in the compiled program): see train.Hyperparams.
@@ -40,32 +40,40 @@ def _float(value: Any, where: str) -> float:
     """A finite number; YAML 1.1 reads ``3e-4`` as a string, so numeric strings count."""
     try:
         number = float(value) if not isinstance(value, bool) else math.nan
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         number = math.nan
     if not math.isfinite(number):
-        raise ConfigError(f"{where} ({value!r}) must be a finite number.")
+        raise ConfigError(f"{where} ({show(value)}) must be a finite number.")
     return number
 
 
 def load_sweep(path: str) -> list[dict[str, float]]:
-    """``{learning_rate: [3e-4, 1e-3], beta: 1e-3}``: the product of the lists, first key slowest."""
+    """``{learning_rate: [3e-4, 1e-3], beta: 1e-3}``: the product of the lists, first key slowest.
+
+    Read with the config's bounded YAML loader (size, nesting and alias limits); at most ``limits.MAX_RUNS`` points.
+    """
     try:
-        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        raw = load_yaml(read_yaml_text(path))
     except FileNotFoundError:
         raise ConfigError(f"--sweep {path}: no such file.") from None
-    except (OSError, yaml.YAMLError) as error:
-        raise ConfigError(f"--sweep {path}: not readable YAML ({type(error).__name__}).") from None
+    except ConfigError as error:
+        raise ConfigError(f"--sweep {path}: {error}") from None
     if not isinstance(raw, Mapping) or not raw:
         raise ConfigError(f"--sweep {path}: expected a mapping of hyperparameter to values, e.g. "
                           f"{{learning_rate: [3.0e-4, 1.0e-3]}}.")
     axes = {}
     for key, values in raw.items():
         if key not in SWEEPABLE:
-            raise ConfigError(f"--sweep {path}: {key} cannot be swept (only {', '.join(SWEEPABLE)}).")
+            raise ConfigError(f"--sweep {path}: {show_key(key)} cannot be swept (only {', '.join(SWEEPABLE)}).")
         values = values if isinstance(values, list) else [values]
         if not values:
             raise ConfigError(f"--sweep {path}: {key} has no values.")
-        axes[key] = [_float(v, f"{key}") for v in values]
+        axes[key] = [_float(v, f"--sweep {path}: {key}") for v in values]
+    points = math.prod(len(values) for values in axes.values())
+    if points > MAX_RUNS:
+        sizes = " x ".join(f"{len(values)} {key}" for key, values in axes.items())
+        raise ConfigError(f"--sweep {path}: {sizes} values make {points} runs; at most {MAX_RUNS} train in one "
+                          f"program.")
     return [dict(zip(axes, point)) for point in itertools.product(*axes.values())]
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,7 @@ from rlrobot.config import (
     TorchSettings,
     TrainerSettings,
     load_run_settings,
+    show,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -443,3 +445,202 @@ def test_round_trip_with_default_settings_and_parameters(tmp_path):
     out = str(tmp_path / "configuration.yaml")
     run.dump_yaml(out)
     assert load_run_settings(out) == run
+
+
+# --- run ids and the results folder ------------------------------------------------------------
+
+BAD_RUN_IDS = ["../x", "..", ".", "/", "/tmp/x", "a/../b", "a//b", "a/", "./a", "a/.", "..\\x", "C:\\x", "a\0b", ""]
+
+
+@pytest.mark.parametrize("run_id", BAD_RUN_IDS)
+def test_run_ids_must_stay_inside_the_results_folder(tmp_path, run_id):
+    quoted = run_id.replace("\\", "\\\\").replace("\0", "\\0")
+    message = config_error(write(tmp_path, MINIMAL + f'checkpoint_settings: {{run_id: "{quoted}"}}\n'))
+    assert "checkpoint_settings.run_id (" in message and len(message) < 500
+    message = config_error(write(tmp_path, MINIMAL), {"run_id": run_id})  # --run-id
+    assert "checkpoint_settings.run_id (" in message
+
+
+@pytest.mark.parametrize("run_id", ["exp/1", "1", "a.b", "..a", "seed-0", "x" * 255])
+def test_nested_and_dotted_run_ids_are_fine(tmp_path, run_id):
+    assert load_run_settings(write(tmp_path, MINIMAL), {"run_id": run_id}).checkpoint_settings.run_id == run_id
+
+
+def test_member_run_ids_are_built_by_replace():
+    checkpoint = CheckpointSettings(run_id="grid")
+    assert dataclasses.replace(checkpoint, run_id="grid/sweep-1/seed-0").run_id == "grid/sweep-1/seed-0"
+    with pytest.raises(ConfigError, match="run_id"):
+        dataclasses.replace(checkpoint, run_id="grid/../..")
+    with pytest.raises(ConfigError, match="longer than 255 bytes"):
+        CheckpointSettings(run_id="x" * 256)
+
+
+def test_results_dir_that_is_a_file_is_refused(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    path = write(tmp_path, MINIMAL)
+    (tmp_path / "results").write_text("not a folder")
+    message = config_error(path)
+    assert "checkpoint_settings.results_dir ('results'): results exists and is not a folder." in message
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "taken").write_text("")
+    message = config_error(path, {"results_dir": "runs", "run_id": "taken/1"})
+    assert "checkpoint_settings.run_id ('taken/1')" in message and "not a folder" in message
+    assert load_run_settings(path, {"results_dir": "runs", "run_id": "free/1"}).checkpoint_settings.run_id == "free/1"
+
+
+# --- numbers the device cannot hold --------------------------------------------------------------
+
+INT32_KEYS = {
+    "time_horizon": behavior_yaml("time_horizon: {v}"),
+    "summary_freq": behavior_yaml("summary_freq: {v}"),
+    "checkpoint_interval": behavior_yaml("checkpoint_interval: {v}"),
+    "keep_checkpoints": behavior_yaml("keep_checkpoints: {v}"),
+    "hyperparameters.buffer_size": hyper("{{buffer_size: {v}, batch_size: 64}}"),
+    "hyperparameters.batch_size": hyper("{{batch_size: {v}, buffer_size: {v}}}"),
+    "hyperparameters.num_epoch": hyper("{{num_epoch: {v}}}"),
+    "network_settings.hidden_units": behavior_yaml("network_settings: {{hidden_units: {v}}}"),
+    "network_settings.num_layers": behavior_yaml("network_settings: {{num_layers: {v}}}"),
+    "env_settings.num_envs": MINIMAL + "env_settings: {{num_envs: {v}}}\n",
+    "env_settings.num_areas": MINIMAL + "env_settings: {{num_areas: {v}}}\n",
+    "env_settings.timeout_wait": MINIMAL + "env_settings: {{timeout_wait: {v}}}\n",
+    "engine_settings.width": MINIMAL + "engine_settings: {{width: {v}}}\n",
+    "engine_settings.capture_frame_rate": MINIMAL + "engine_settings: {{capture_frame_rate: {v}}}\n",
+    "env_settings.max_lifetime_restarts": MINIMAL + "env_settings: {{max_lifetime_restarts: {v}}}\n",
+}
+
+
+@pytest.mark.parametrize("key", list(INT32_KEYS))
+def test_int32_values_are_bounded(tmp_path, key):
+    template = INT32_KEYS[key]
+    load_run_settings(write(tmp_path, template.format(v=2**31 - 1)))  # the largest int32 passes
+    for value, shown in [(2**31, "2147483648"), ("1e30", "1000000000000000019884624838656"),
+                         ("9" * 1000, "<an integer of ~1000 digits>")]:
+        message = config_error(write(tmp_path, template.format(v=value)))
+        assert f"{key} ({shown}) must be at most 2147483647 (2**31-1)" in message, message
+        assert len(message) < 500
+
+
+def test_time_horizon_1e30_names_the_key_and_the_limit(tmp_path):
+    message = config_error(write(tmp_path, behavior_yaml("time_horizon: 1e30")))
+    assert message.endswith("behaviors.MobileRobot.time_horizon (1000000000000000019884624838656) must be at most "
+                            "2147483647 (2**31-1): it reaches the device as a 32-bit integer.")
+
+
+def test_max_steps_and_seeds_take_64_bit_values(tmp_path):
+    path = write(tmp_path, behavior_yaml(f"max_steps: {2**63 - 1}") + f"env_settings: {{seed: {2**63 - 1}}}\n")
+    run = load_run_settings(path)
+    assert run.behavior("MobileRobot").max_steps == 2**63 - 1 and run.env_settings.seed == 2**63 - 1
+    assert load_run_settings(path, {"seed": -(2**63)}).env_settings.seed == -(2**63)
+    assert load_run_settings(path, {"seed": -1}).env_settings.seed == -1
+    assert load_run_settings(write(tmp_path, behavior_yaml("max_steps: 5.0e6"))).behavior("MobileRobot").max_steps \
+        == 5_000_000
+    for text, fragment in [(behavior_yaml(f"max_steps: {2**63}"), "max_steps (9223372036854775808) must be at most "
+                                                                  "9223372036854775807 (2**63-1)"),
+                           (behavior_yaml("max_steps: 1e300"), "max_steps (<an integer of ~301 digits>)"),
+                           (behavior_yaml("max_steps: .inf"), "max_steps (inf) must be a number"),
+                           (MINIMAL + f"env_settings: {{seed: {2**63}}}\n", "env_settings.seed (9223372036854775808)"),
+                           (MINIMAL + f"env_settings: {{seed: {-(2**63) - 1}}}\n", "must be at least")]:
+        assert fragment in config_error(write(tmp_path, text))
+    assert "env_settings.seed (9223372036854775808)" in config_error(write(tmp_path, MINIMAL), {"seed": 2**63})
+
+
+def test_floats_too_large_for_a_double_are_refused(tmp_path):
+    message = config_error(write(tmp_path, hyper("{learning_rate: " + "9" * 400 + "}")))
+    assert "hyperparameters.learning_rate (<an integer of ~400 digits>) must be a finite number." in message
+    assert "strength" in config_error(write(tmp_path, behavior_yaml("reward_signals: {extrinsic: {strength: "
+                                                                    + "9" * 400 + "}}")))
+
+
+def test_ports_and_text_fields(tmp_path):
+    assert "env_settings.base_port (65536)" in config_error(write(tmp_path, MINIMAL), {"base_port": 65536})
+    assert "env_settings.env_path" in config_error(write(tmp_path, MINIMAL), {"env_path": "a\0b"})
+    assert "env_settings.env_args" in config_error(write(tmp_path, MINIMAL), {"env_args": ["a\0"]})
+    assert "checkpoint_settings.results_dir" in config_error(write(tmp_path, MINIMAL), {"results_dir": "r\0"})
+
+
+# --- hostile YAML ----------------------------------------------------------------------------------
+
+LAUGHS = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{n}: &{n} [{', '.join([f'*{p}'] * 9)}]\n" for p, n in zip("abcdefgh", "bcdefghi"))
+
+HOSTILE_YAML = {
+    "deep flow lists": ("a: " + "[" * 100_000 + "]" * 100_000, "nested deeper than 32 levels"),
+    "deep flow maps": ("a: " + "{a: " * 5000 + "1" + "}" * 5000, "nested deeper than 32 levels"),
+    "deep block maps": ("".join(" " * i + "a:\n" for i in range(100)), "nested deeper than 32 levels"),
+    "deep block lists": ("".join(" " * i + "-\n" for i in range(100)), "nested deeper than 32 levels"),
+    "deep through aliases": ("a0: &a0 [[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]]]\n"
+                             "a1: &a1 [[[[[[[[[[[[[[[[[[[[*a0]]]]]]]]]]]]]]]]]]]]\n"
+                             "a2: [[[[*a1]]]]\n", "deeper than 32 levels once aliases are expanded"),
+    "self-referencing alias": ("behaviors: &b\n  MobileRobot: *b\n", "recursive structure"),
+    "self-referencing list": ("a: &a [*a]\n", "recursive structure"),
+    "recursive merge key": ("a: &a {<<: *a}\n", "recursive structure"),
+    "billion laughs": (LAUGHS, "more than 20000 values once aliases are expanded"),
+    "too many values": ("a: [" + "1, " * 25_000 + "]\n", "more than 20000 values"),
+    "too large": ("# " + "x" * (1 << 20) + "\n", "larger than 1024 KiB"),
+    "unknown tag": ("a: !!python/object:os.system x\n", "could not determine a constructor"),
+    "bad date": (behavior_yaml("max_steps: 2001-13-45"), "ValueError: month must be in 1..12"),
+    "bad bool tag": ("a: !!bool maybe\n", "KeyError"),
+    "bad int tag": ("a: !!int x\n", "ValueError"),
+    "huge int": ("a: " + "9" * 5000 + "\n", "ValueError: Exceeds the limit"),
+    "unhashable key": ("? [a]\n: 1\n", "unhashable"),
+    "two documents": (MINIMAL + "---\n" + MINIMAL, "but found another document"),
+    "undefined alias": ("a: *nope\n", "undefined alias"),
+}
+
+
+@pytest.mark.parametrize("case", list(HOSTILE_YAML))
+def test_hostile_yaml_is_one_line(tmp_path, case):
+    text, fragment = HOSTILE_YAML[case]
+    message = config_error(write(tmp_path, text))
+    assert fragment in message and len(message) < 500, message
+
+
+def test_binary_and_non_utf8_files(tmp_path):
+    path = tmp_path / "bin.yaml"
+    path.write_bytes(b"\x7fELF\x02\x01\x01\x00\x00\x00")
+    assert config_error(str(path)).endswith("Config file could not be read: the file is binary, not YAML text "
+                                            "(it contains NUL bytes).")
+    path.write_bytes(b"behaviors: \xff\xfe\n")
+    assert "not UTF-8 text (byte 0xff at offset 11)" in config_error(str(path))
+    assert "could not be read (Is a directory)" in config_error(str(tmp_path))
+    if os.path.exists("/bin/ls"):
+        assert "binary" in config_error("/bin/ls")
+
+
+def test_values_are_shown_truncated(tmp_path):
+    long = "x" * 100_000
+    message = config_error(write(tmp_path, hyper(f"{{learning_rate: {long}}}")))
+    assert "hyperparameters.learning_rate ('xxxx" in message and len(message) < 300
+    message = config_error(write(tmp_path, MINIMAL + f"{long}: 1\n"))
+    assert len(message) < 500
+    message = config_error(write(tmp_path, behavior_yaml("hyperparameters: [" + ", ".join(["[1, 2]"] * 1000) + "]")))
+    assert message.count("[") < 20 and len(message) < 300
+    message = config_error(write(tmp_path, behavior_yaml("trainer_type: " + long)))
+    assert "Invalid trainer type xxx" in message and len(message) < 300
+
+
+def test_show_is_short_and_safe():
+    recursive: list = []
+    recursive.append(recursive)
+    assert show(recursive) == "[[[[...]]]]"
+    assert show(10**5000) == "<an integer of ~5001 digits>" and show(10**1000 - 1) == "<an integer of ~1000 digits>"
+    assert show(-(10**200)).startswith("-<an integer")
+    assert show("a\nb") == "'a\\nb'" and len(show("x" * 10_000)) <= 60
+    assert show(1.5) == "1.5" and show("abc") == "'abc'"
+
+
+def test_environment_parameters_are_constants_or_mappings(tmp_path):
+    def load(params: str):
+        return load_run_settings(write(tmp_path, MINIMAL + f"environment_parameters: {params}\n"))
+
+    assert load("{max_episode_steps: 500, random_spawn: true, action_mode: wheels, x: .nan}").environment_parameters[
+        "action_mode"] == "wheels"
+    sampler = "{sampler_type: uniform, sampler_parameters: {min_value: 1, max_value: 2}}"
+    assert load(f"{{radius: {sampler}}}").environment_parameters["radius"]["sampler_type"] == "uniform"
+    for params, fragment in [("{x: [1, 2]}", "environment_parameters.x ([1, 2]) must be a number"),
+                             ("{x: null}", "environment_parameters.x (None)"),
+                             ("{1: 2}", "environment_parameters.1: parameter names must be strings"),
+                             ("{x: " + "9" * 400 + "}", "too large for a number"),
+                             ("[1, 2]", "environment_parameters ([1, 2]) must be a mapping")]:
+        with pytest.raises(ConfigError, match=re.escape(fragment)):
+            load(params)

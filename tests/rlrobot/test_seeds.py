@@ -1,5 +1,6 @@
 """--seeds and --sweep: several runs in one compiled program, each with the usual results layout."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -90,3 +91,48 @@ def test_bad_seeds_and_sweep_values_exit_2(tmp_path, capsys):
     assert lines == ["[ERROR] --seeds 0: must be a positive integer.",
                      f"[ERROR] --sweep {sweep}: time_horizon cannot be swept (only learning_rate, beta, epsilon, "
                      f"lambd, gamma)."]
+
+
+def sweep_error(path) -> str:
+    with pytest.raises(ConfigError) as info:
+        load_sweep(str(path))
+    message = str(info.value)
+    assert message.startswith(f"--sweep {path}: ") and "\n" not in message and len(message) < 500
+    return message
+
+
+def test_hostile_sweep_files_are_one_line_errors(tmp_path):
+    sweep = tmp_path / "sweep.yaml"
+    sweep.write_bytes(b"\x7fELF\x02\x01\x01\x00\x00\x00\x00")
+    assert sweep_error(sweep).endswith("the file is binary, not YAML text (it contains NUL bytes).")
+    if Path("/bin/ls").exists():
+        assert "binary" in sweep_error("/bin/ls")
+    sweep.write_bytes(b"learning_rate: [\xff]\n")
+    assert "not UTF-8 text" in sweep_error(sweep)
+    assert "could not be read" in sweep_error(tmp_path)
+    assert sweep_error(tmp_path / "missing.yaml").endswith("no such file.")
+    for text, fragment in [
+        ("learning_rate: &a [*a]\n", "recursive structure"),
+        ("learning_rate: " + "[" * 1000 + "]" * 1000, "nested deeper than 32 levels"),
+        ("a: &a [1, 1, 1, 1, 1, 1, 1, 1, 1, 1]\n" + "".join(f"{n}: &{n} [{', '.join([f'*{p}'] * 10)}]\n"
+                                                           for p, n in zip("abcde", "bcdef")),
+         "more than 20000 values once aliases are expanded"),
+        ("learning_rate: [" + "1.0e-3, " * 30_000 + "]", "more than 20000 values"),
+        ("# " + "x" * (1 << 20), "larger than 1024 KiB"),
+        ("learning_rate: [" + "9" * 400 + "]", "learning_rate (<an integer of ~400 digits>) must be a finite number"),
+        ("learning_rate: [.nan]", "learning_rate (nan) must be a finite number"),
+        ("beta: " + "x" * 10_000, "beta ('xxx"),
+        ("learning_rate: [1, 2, 3, 4]\nbeta: [1, 2, 3, 4]\ngamma: [0.1, 0.2, 0.3, 0.4]\n"
+         "lambd: [0.1, 0.2, 0.3, 0.4, 0.5]",
+         "4 learning_rate x 4 beta x 4 gamma x 5 lambd values make 320 runs; at most 256"),
+        ("[" * 10, "Error parsing yaml file"),
+    ]:
+        sweep.write_text(text)
+        assert fragment in sweep_error(sweep)
+
+
+def test_cli_reports_a_binary_sweep_in_one_line(tmp_path, capsys):
+    config = tiny_config(tmp_path, 1024)
+    assert main([config, "--sweep", "/bin/ls" if Path("/bin/ls").exists() else config + "x"]) == 2
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("[ERROR] --sweep ")
