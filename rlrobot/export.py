@@ -10,6 +10,7 @@ Constants are initializers each feeding an ``Identity`` with the name Unity look
 """
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -126,29 +127,73 @@ def build_policy_model(agent: AgentState, spec: NetworkSpec, producer: str = "rl
 def export_policy(agent: AgentState, spec: NetworkSpec, path: Path,
                   observation_sizes: tuple[int, ...] | None = None) -> Path:
     """Write the policy's ONNX (one input per size in ``observation_sizes``, see :func:`build_policy_model`) to
-    ``path`` atomically (temp file + rename) and return it."""
+    ``path`` atomically (``<path>.tmp`` + fsync + rename; no ``.tmp`` is left on failure) and return it.
+    A write failure is the ``OSError``; a bad ``observation_sizes`` a ``ValueError``."""
     import onnx
+
+    from rlrobot.checkpoints import atomic_write_bytes
 
     path = Path(path)
     model = build_policy_model(agent, spec, observation_sizes=observation_sizes)
     onnx.checker.check_model(model)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    onnx.save(model, str(tmp))
-    tmp.replace(path)
-    return path
+    return atomic_write_bytes(path, model.SerializeToString())
+
+
+_MAX_PARAMETERS = 2**28  # a network description asking for more is a damaged file, not a policy to allocate
+
+
+def _network_spec(checkpoint: Path, metadata: dict) -> NetworkSpec:
+    """The checkpoint's ``NetworkSpec``, checked field by field (a damaged file must not crash or allocate GBs)."""
+    from rlrobot.checkpoints import CheckpointError
+
+    network = metadata.get("network")
+    if not isinstance(network, dict):
+        raise CheckpointError(f"{checkpoint}: no network description in the checkpoint metadata.")
+    fields = {f.name: f for f in dataclasses.fields(NetworkSpec)}
+    unknown = sorted(set(network) - set(fields))
+    missing = sorted(name for name, f in fields.items()
+                     if name not in network and f.default is dataclasses.MISSING)
+    wrong = sorted(name for name, value in network.items() if name in fields and not (
+        isinstance(value, bool) if fields[name].type in ("bool", bool) else
+        isinstance(value, int) and not isinstance(value, bool) and value >= 1))
+    if unknown or missing or wrong:
+        what = "; ".join(part for part in (f"unknown {', '.join(unknown)}" if unknown else "",
+                                           f"missing {', '.join(missing)}" if missing else "",
+                                           f"bad values for {', '.join(wrong)}" if wrong else "") if part)
+        raise CheckpointError(f"{checkpoint}: the network description in the checkpoint metadata is damaged ({what}).")
+    spec = NetworkSpec(**network)
+    units = spec.hidden_units
+    if units * (2 * spec.obs_size + 2 * spec.num_layers * units + spec.action_size) > _MAX_PARAMETERS:
+        raise CheckpointError(f"{checkpoint}: the network description in the checkpoint metadata is implausibly "
+                              "large (damaged?).")
+    return spec
+
+
+def observation_sizes_of(checkpoint: Path, metadata: dict, spec: NetworkSpec) -> tuple[int, ...] | None:
+    """The build's vector sensor sizes stored in the metadata (None: one input), checked to add up."""
+    from rlrobot.checkpoints import CheckpointError
+
+    sizes = metadata.get("observation_sizes")
+    if sizes is None:
+        return None
+    if not isinstance(sizes, list) or not sizes or not all(
+            isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in sizes) or sum(sizes) != spec.obs_size:
+        raise CheckpointError(f"{checkpoint}: observation_sizes in the checkpoint metadata are not positive sizes "
+                              f"adding up to the policy's {spec.obs_size} observations.")
+    return tuple(sizes)
 
 
 def load_agent(checkpoint: Path) -> tuple[AgentState, NetworkSpec, dict]:
-    """The networks and normalisers of an rlrobot checkpoint, with the network shape from its metadata."""
+    """The networks and normalisers of an rlrobot checkpoint, with the network shape from its metadata.
+
+    Any problem with the file is a ``CheckpointError`` naming it."""
     import jax
 
-    from rlrobot.checkpoints import CheckpointError, load_checkpoint, read_metadata
+    from rlrobot.checkpoints import load_checkpoint, read_metadata
     from rlrobot.networks import init_agent
 
     _, metadata = read_metadata(checkpoint)
-    if "network" not in metadata:
-        raise CheckpointError(f"{checkpoint}: no network description in the checkpoint metadata.")
-    spec = NetworkSpec(**metadata["network"])
+    spec = _network_spec(checkpoint, metadata)
     agent, _, _ = load_checkpoint(checkpoint, init_agent(jax.random.PRNGKey(0), spec), field="agent")
     return agent, spec, metadata
 
@@ -162,16 +207,30 @@ def resolve_checkpoint(path: Path) -> Path:
     found = sorted(path.glob("*/checkpoint.ckpt")) if path.is_dir() else []
     if len(found) == 1:
         return found[0]
+    if len(found) > 1:
+        raise ValueError(f"{path}: several behaviors here ({', '.join(p.parent.name for p in found)}); "
+                         "name the behavior folder or its .ckpt file")
     raise ValueError(f"{path}: no checkpoint here (expected a .ckpt file, a behavior folder or a run folder)")
 
 
+def _default_name(metadata: dict) -> str:
+    """``<Behavior>.onnx`` from the metadata, if the name is a plain file name."""
+    behavior = metadata.get("behavior")
+    plain = isinstance(behavior, str) and behavior and not behavior.startswith(".") and \
+        not any(c in behavior for c in "/\\\0")
+    return f"{behavior if plain else 'policy'}.onnx"
+
+
 def main(argv: list[str] | None = None) -> int:
-    """``rlrobot-export RUN_OR_CHECKPOINT [-o FILE]``: write the Unity ONNX of a checkpoint."""
+    """``rlrobot-export RUN_OR_CHECKPOINT [-o FILE]``: write the Unity ONNX of a checkpoint.
+
+    Every problem (a missing or damaged checkpoint, an output that can't be written) is one ``[ERROR]`` line
+    naming the file, exit code 2; the ONNX is written atomically, so nothing half-written is left."""
     import argparse
     import logging
     import sys
 
-    from rlrobot.checkpoints import CheckpointError
+    from rlrobot.checkpoints import CheckpointError, output_problem
     from rlrobot.summaries import setup_logging
 
     parser = argparse.ArgumentParser(prog="rlrobot-export", description="Export an rlrobot checkpoint to Unity's ONNX.")
@@ -180,16 +239,30 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     setup_logging(False)
     logger = logging.getLogger("rlrobot")
+    flag = f"-o {args.output}" if args.output else None
+    if args.output is not None:
+        problem = output_problem(args.output)  # before reading anything: a bad -o costs nothing
+        if problem:
+            logger.error(f"{flag}: {problem}")
+            return 2
     try:
         checkpoint = resolve_checkpoint(args.source)
         agent, spec, metadata = load_agent(checkpoint)
+        sizes = observation_sizes_of(checkpoint, metadata, spec)
     except (ValueError, CheckpointError) as error:
         logger.error(str(error))
         return 2
-    output = args.output or checkpoint.parent / f"{metadata.get('behavior', 'policy')}.onnx"
-    sizes = metadata.get("observation_sizes")
+    output = args.output or checkpoint.parent / _default_name(metadata)
+    flag = flag or str(output)
+    problem = output_problem(output) if args.output is None else None
+    if problem:
+        logger.error(f"{flag}: {problem}")
+        return 2
     try:
-        logger.info(f"Exported {export_policy(agent, spec, output, tuple(sizes) if sizes else None)}")
+        logger.info(f"Exported {export_policy(agent, spec, output, sizes)}")
+    except OSError as error:
+        logger.error(f"{flag}: cannot write the ONNX ({error.strerror or error})")
+        return 2
     except ValueError as error:
         logger.error(f"{checkpoint}: {error}")
         return 2

@@ -102,15 +102,43 @@ def _observation_inputs(path: Path, graph) -> tuple[list[str], list[int]]:
     return names, [shapes[name][1].dim_value for name in names]
 
 
-def load_onnx_policy(path: str | Path) -> OnnxPolicy:
-    """Load an ML-Agents policy file; raise ``ValueError`` naming the file when it is not one."""
-    import onnx
-    from onnx import numpy_helper
+def _one_line(error: BaseException, limit: int = 200) -> str:
+    text = " ".join(str(error).split())
+    text = text if len(text) <= limit else text[:limit - 3] + "..."
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
+
+def load_onnx_policy(path: str | Path) -> OnnxPolicy:
+    """Load an ML-Agents policy file; raise ``ValueError`` (one line naming the file) when it is not one: missing,
+    empty, unreadable, not ONNX, or a graph this loader can't run on ``[batch, size]`` observations."""
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"{path}: no such ONNX file")
-    model = onnx.load(str(path))
+    try:
+        return _load(path)
+    except ValueError as error:
+        message = " ".join(str(error).split())
+        raise ValueError(message if message.startswith(str(path)) else f"{path}: {message}") from None
+    except Exception as error:  # protobuf's DecodeError, an odd graph's IndexError/KeyError/TypeError, ...
+        raise ValueError(f"{path}: not a usable ML-Agents ONNX policy ({_one_line(error)})") from None
+
+
+def _load(path: Path) -> OnnxPolicy:
+    import onnx
+    from onnx import numpy_helper
+
+    try:
+        empty = path.stat().st_size == 0
+    except OSError as error:
+        raise ValueError(f"{path}: cannot be read ({error.strerror or _one_line(error)})") from None
+    if empty:
+        raise ValueError(f"{path}: the ONNX file is empty (an interrupted write?)")
+    try:
+        model = onnx.load(str(path))
+    except OSError as error:
+        raise ValueError(f"{path}: cannot be read ({error.strerror or _one_line(error)})") from None
+    except Exception as error:
+        raise ValueError(f"{path}: not an ONNX file ({_one_line(error)})") from None
     graph = model.graph
     obs_names, sizes = _observation_inputs(path, graph)
     observation_size = sum(sizes)
@@ -131,5 +159,17 @@ def load_onnx_policy(path: str | Path) -> OnnxPolicy:
         out = _interpret(nodes, values, key)[deterministic_out if key is None else sampled_out]
         return out.reshape(out.shape[0], -1)
 
-    probe = jax.eval_shape(act, jax.ShapeDtypeStruct((1, observation_size), jnp.float32))
-    return OnnxPolicy(path=path, observation_size=observation_size, action_size=probe.shape[-1], act=act)
+    # Trace both actions once on a batch of 2, so a graph that can't run fails here, naming the file.
+    obs = jax.ShapeDtypeStruct((2, observation_size), jnp.float32)
+    try:
+        deterministic = jax.eval_shape(act, obs)
+        sampled = jax.eval_shape(act, obs, jax.random.PRNGKey(0))
+    except ValueError:
+        raise
+    except Exception as error:
+        raise ValueError(f"{path}: the graph does not run on [batch, {observation_size}] observations "
+                         f"({_one_line(error)})") from None
+    if deterministic.shape != sampled.shape or deterministic.shape[0] != 2 or deterministic.shape[1] < 1:
+        raise ValueError(f"{path}: the action outputs have shapes {list(deterministic.shape)} and "
+                         f"{list(sampled.shape)} for a batch of 2, not [batch, actions]")
+    return OnnxPolicy(path=path, observation_size=observation_size, action_size=deterministic.shape[-1], act=act)

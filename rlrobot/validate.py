@@ -1,10 +1,12 @@
 """``rlrobot-validate``: how well does a policy do? Success rate, return and episode length with 95% intervals.
 
 POLICY is an ``.onnx`` file (rlrobot's export or an ML-Agents one, either format), an rlrobot checkpoint
-(``.ckpt``) or a results run folder (its ``<Behavior>.onnx``). Each of ``--episodes`` robots plays one episode,
-robot i in arena i mod 8 as in the Unity scene, inside the JAX simulator. With ``--env PATH`` the same policy also
-plays a Unity build through mlagents-envs: each agent plays the same number of whole episodes (so short episodes
-are not over-counted), at least ``--episodes`` in all. The table puts the worlds side by side and is written as JSON.
+(``.ckpt``) or a results run folder (its ``<Behavior>.onnx``, or, for a run that did not finish, its
+``<Behavior>/checkpoint.ckpt``). Each of ``--episodes`` robots plays one episode, robot i in arena i mod 8 as in
+the Unity scene, inside the JAX simulator (in batches of ``JAX_BATCH`` robots, so any number fits in memory).
+With ``--env PATH`` the same policy also plays a Unity build through mlagents-envs: each agent plays the same number
+of whole episodes (so short episodes are not over-counted), at least ``--episodes`` in all. The table puts the
+worlds side by side and is written as JSON (atomically; a bad ``--json`` is refused before anything runs).
 """
 from __future__ import annotations
 
@@ -21,6 +23,10 @@ from rlrobot.summaries import setup_logging
 
 logger = logging.getLogger("rlrobot")
 Z95 = 1.959964
+# Robots simulated at once; more episodes run in batches of this many, each with its own key. A multiple of the
+# scene's 8 arenas, so robot i of every batch (robot offset + i overall) plays in arena i mod 8.
+JAX_BATCH = 65536
+MAX_STEPS_LIMIT = 2**31 - 1  # the simulator counts decisions in int32
 
 
 def wilson_interval(successes: int, n: int) -> tuple[float, float]:
@@ -54,15 +60,40 @@ def episode_summary(success: np.ndarray, returns: np.ndarray, lengths: np.ndarra
             "mean_length": length, "mean_length_ci95": [len_lo, len_hi]}
 
 
+def _usable_file(path: Path) -> bool:
+    """Not empty and readable; else warns (a full disk can leave an empty ``<Behavior>.onnx``)."""
+    try:
+        with open(path, "rb") as f:
+            empty = not f.read(1)
+    except OSError as error:
+        logger.warning(f"{path}: skipped, it cannot be read ({error.strerror or error}).")
+        return False
+    if empty:
+        logger.warning(f"{path}: skipped, the file is empty (an interrupted write?).")
+    return not empty
+
+
 def resolve_policy_file(policy: Path) -> Path:
+    """The file to validate: POLICY itself (``.onnx`` / ``.ckpt``), or in a run folder its ``<Behavior>.onnx``,
+    else (a run stopped before it wrote one, or an empty one) its ``<Behavior>/checkpoint.ckpt``; a behavior folder
+    gives its ``checkpoint.ckpt``. Says which file it uses when it falls back."""
     if policy.is_file() and policy.suffix in (".onnx", ".ckpt"):
         return policy
     if policy.is_dir():
-        candidates = sorted(p for p in policy.glob("*.onnx"))
-        if candidates:
-            return candidates[0]
-        raise ValueError(f"{policy}: no <Behavior>.onnx in this run folder (was the run trained to the end?)")
-    raise ValueError(f"{policy}: not an .onnx file or a results run folder")
+        for candidate in sorted(policy.glob("*.onnx")):
+            if candidate.is_file() and _usable_file(candidate):
+                return candidate
+        latest = [p for p in [policy / "checkpoint.ckpt", *sorted(policy.glob("*/checkpoint.ckpt"))]
+                  if p.is_file() and _usable_file(p)]
+        if latest:
+            logger.warning(f"{policy}: no usable <Behavior>.onnx (the run did not finish?); validating its latest "
+                           f"checkpoint {latest[0]}")
+            return latest[0]
+        raise ValueError(f"{policy}: no <Behavior>.onnx or <Behavior>/checkpoint.ckpt in this folder "
+                         "(was the run trained at all?)")
+    if policy.is_file():
+        raise ValueError(f"{policy}: not an .onnx or .ckpt file or a results run folder")
+    raise ValueError(f"{policy}: no such file or folder")
 
 
 def load_policy(policy_file: Path):
@@ -106,13 +137,69 @@ def validate_in_jax(policy_file: Path, behavior: str | None, episodes: int, dete
                          f"{policy.action_size} actions, but {behavior} has {env.observation_size} and "
                          f"{env.action_size}")
     act = (lambda obs, key: policy.act(obs)) if deterministic else (lambda obs, key: policy.act(obs, key))
-    stats = jax.jit(lambda key: first_episodes(env, env.default_params, act, key, episodes, max_steps))(
-        jax.random.PRNGKey(seed))
-    stats = jax.device_get(stats)
-    finished = stats.finished
-    summary = episode_summary(stats.success[finished], stats.returns[finished], stats.lengths[finished])
-    summary["unfinished"] = int((~finished).sum())
-    return behavior, summary
+    run = jax.jit(lambda key, n: first_episodes(env, env.default_params, act, key, n, max_steps), static_argnums=1)
+    key = jax.random.PRNGKey(seed)
+    if episodes <= JAX_BATCH:  # one batch: the key as given
+        stats = jax.device_get(run(key, episodes))
+        finished = stats.finished
+        summary = episode_summary(stats.success[finished], stats.returns[finished], stats.lengths[finished])
+        summary["unfinished"] = int((~finished).sum())
+        return behavior, summary
+    totals = EpisodeTotals()
+    for index, start in enumerate(range(0, episodes, JAX_BATCH)):
+        stats = jax.device_get(run(jax.random.fold_in(key, index), min(JAX_BATCH, episodes - start)))
+        totals.add(stats.success, stats.returns, stats.lengths, stats.finished)
+        logger.info(f"Validated {totals.played} of {episodes} episodes.")
+    return behavior, totals.summary()
+
+
+class EpisodeTotals:
+    """:func:`episode_summary` of batches of episodes without keeping them: counts, and each of return and length
+    as (count, mean, sum of squared deviations), merged batch by batch (Chan et al.) in float64."""
+
+    def __init__(self) -> None:
+        self.played = self.unfinished = self.successes = 0
+        self.returns = (0, 0.0, 0.0)
+        self.lengths = (0, 0.0, 0.0)
+
+    @staticmethod
+    def _merge(a: tuple[int, float, float], values: np.ndarray) -> tuple[int, float, float]:
+        nb = values.size
+        if nb == 0:
+            return a
+        values = values.astype(np.float64)
+        mb = float(values.mean())
+        m2b = float(((values - mb) ** 2).sum())
+        na, ma, m2a = a
+        n = na + nb
+        delta = mb - ma
+        return n, ma + delta * nb / n, m2a + m2b + delta * delta * na * nb / n
+
+    def add(self, success: np.ndarray, returns: np.ndarray, lengths: np.ndarray, finished: np.ndarray) -> None:
+        finished = np.asarray(finished, bool)
+        self.played += int(finished.size)
+        self.unfinished += int((~finished).sum())
+        self.successes += int(np.asarray(success)[finished].sum())
+        self.returns = self._merge(self.returns, np.asarray(returns)[finished])
+        self.lengths = self._merge(self.lengths, np.asarray(lengths)[finished])
+
+    def summary(self) -> dict:
+        def mean_ci(moments: tuple[int, float, float]) -> tuple[float, float, float]:
+            n, mean, m2 = moments
+            if n == 0:
+                return (math.nan, math.nan, math.nan)
+            half = Z95 * math.sqrt(m2 / (n - 1)) / math.sqrt(n) if n > 1 else math.nan
+            return (mean, mean - half, mean + half)
+
+        n = self.returns[0]
+        rate_lo, rate_hi = wilson_interval(self.successes, n)
+        ret, ret_lo, ret_hi = mean_ci(self.returns)
+        length, len_lo, len_hi = mean_ci(self.lengths)
+        return {"episodes": n, "success_rate": self.successes / n if n else math.nan,
+                "success_rate_ci95": [rate_lo, rate_hi],
+                "mean_return": ret, "mean_return_ci95": [ret_lo, ret_hi],
+                "std_return": math.sqrt(self.returns[2] / n) if n else math.nan,
+                "mean_length": length, "mean_length_ci95": [len_lo, len_hi], "unfinished": self.unfinished}
 
 
 def validate_in_unity(policy_file: Path, env_path: str, episodes: int, deterministic: bool, seed: int,
@@ -195,11 +282,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="where to write the table as JSON (default: beside the policy)")
     args = parser.parse_args(argv)
     setup_logging(False)
-    if args.episodes <= 0:
-        logger.error(f"--episodes {args.episodes}: must be positive")
+    from rlrobot.checkpoints import atomic_write_bytes, output_problem
+
+    problem = _argument_problem(args)
+    if problem:
+        logger.error(problem)
         return 2
     try:
         policy_file = resolve_policy_file(args.policy)
+    except ValueError as error:
+        logger.error(str(error))
+        return 2
+    out = args.json or policy_file.with_name(policy_file.stem + ".validation.json")
+    flag = f"--json {out}" if args.json else str(out)
+    problem = output_problem(out)  # before the work, so a bad --json costs nothing
+    if problem:
+        logger.error(f"{flag}: {problem}")
+        return 2
+    try:
         behavior, summary = validate_in_jax(policy_file, args.behavior, args.episodes, args.deterministic, args.seed,
                                             args.max_steps)
     except ValueError as error:
@@ -223,11 +323,25 @@ def main(argv: list[str] | None = None) -> int:
     mode = "deterministic" if args.deterministic else "sampled"
     print(f"{policy_file} on {behavior}{f' and {unity_behavior}' if args.env_path else ''} ({mode} actions)")
     print(format_table(columns))
-    out = args.json or policy_file.with_name(policy_file.stem + ".validation.json")
-    out.write_text(json.dumps({"policy": str(policy_file), "behavior": behavior, "actions": mode, "columns": columns},
-                              indent=2))
+    text = json.dumps({"policy": str(policy_file), "behavior": behavior, "actions": mode, "columns": columns},
+                      indent=2)
+    try:
+        atomic_write_bytes(out, (text + "\n").encode("utf-8"))
+    except OSError as error:
+        logger.error(f"{flag}: cannot write the table ({error.strerror or error})")
+        return 2
     logger.info(f"Wrote {out}")
     return 0
+
+
+def _argument_problem(args: argparse.Namespace) -> str | None:
+    if args.episodes < 1:
+        return f"--episodes {args.episodes}: must be at least 1"
+    if not 1 <= args.max_steps <= MAX_STEPS_LIMIT:
+        return f"--max-steps {args.max_steps}: must be between 1 and {MAX_STEPS_LIMIT}"
+    if not -(2**63) <= args.seed < 2**63:
+        return f"--seed {args.seed}: must fit in 64 bits"
+    return None
 
 
 if __name__ == "__main__":
