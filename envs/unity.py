@@ -33,6 +33,8 @@ mlagents-envs is imported here and in :mod:`envs.standin` only, through :mod:`en
 from __future__ import annotations
 
 import atexit
+import errno
+import ipaddress
 import logging
 import os
 import socket
@@ -42,6 +44,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+import grpc
 import numpy as np
 
 from envs.unity_compat import install_protobuf_compat
@@ -50,6 +53,10 @@ install_protobuf_compat()
 
 from mlagents_envs import logging_util  # noqa: E402
 from mlagents_envs.base_env import ActionTuple, BehaviorSpec  # noqa: E402
+from mlagents_envs.communicator_objects.unity_message_pb2 import UnityMessageProto  # noqa: E402
+from mlagents_envs.communicator_objects.unity_to_external_pb2_grpc import (  # noqa: E402
+    add_UnityToExternalProtoServicer_to_server,
+)
 from mlagents_envs.env_utils import validate_environment_path  # noqa: E402
 from mlagents_envs.environment import UnityEnvironment  # noqa: E402
 from mlagents_envs.exception import (  # noqa: E402
@@ -60,6 +67,7 @@ from mlagents_envs.exception import (  # noqa: E402
     UnityTimeOutException,
     UnityWorkerInUseException,
 )
+from mlagents_envs.rpc_communicator import RpcCommunicator, UnityToExternalServicerImplementation  # noqa: E402
 from mlagents_envs.side_channel.engine_configuration_channel import EngineConfigurationChannel  # noqa: E402
 from mlagents_envs.side_channel.environment_parameters_channel import EnvironmentParametersChannel  # noqa: E402
 from mlagents_envs.side_channel.stats_side_channel import StatsSideChannel  # noqa: E402
@@ -129,13 +137,17 @@ class _Environment(UnityEnvironment):
     after a failed constructor (UnityEnvironment only does for a time-out: a player that crashes during the
     handshake would leave the gRPC server and a zombie behind until exit)."""
 
-    def __init__(self, **kwargs) -> None:
+    def __init__(self, *, listen_address: str = "127.0.0.1", **kwargs) -> None:
+        self._listen_address = listen_address
         try:
             super().__init__(**kwargs)
         except BaseException:
             self._close(0)
             atexit.unregister(self._close)
             raise
+
+    def _get_communicator(self, worker_id: int, base_port: int, timeout_wait: int) -> _Communicator:
+        return _Communicator(worker_id, base_port, timeout_wait, listen_address=self._listen_address)
 
     def _close(self, timeout: int | None = None) -> None:
         if not hasattr(self, "_communicator"):  # the constructor failed before the gRPC server existed
@@ -160,17 +172,88 @@ def _resolve_build(file_name: str) -> str:
     raise UnityError(f"Unity build not found: {file_name} (looked for {path}, {path}.x86_64 and {path}.x86)")
 
 
-def _check_port(port: int, base_port: int, worker_id: int) -> None:
-    """mlagents-envs' own test, done first so that no half-built UnityEnvironment is left behind."""
+class _Communicator(RpcCommunicator):
+    """RpcCommunicator whose gRPC server listens on ``listen_address`` only (mlagents-envs listens on ``[::]``, every
+    interface), without ``SO_REUSEPORT`` (so a second server cannot share the port), that stops a server it could
+    not start and waits for a closed one to free the port. The port was probed by :func:`_check_port` just before."""
+
+    def __init__(self, worker_id: int, base_port: int, timeout_wait: int, *, listen_address: str) -> None:
+        self.listen_address = listen_address
+        super().__init__(worker_id, base_port, timeout_wait)
+
+    def create_server(self) -> None:
+        target = _grpc_target(self.listen_address, self.port)
+        self.server = grpc.server(thread_pool=ThreadPoolExecutor(max_workers=10), options=(("grpc.so_reuseport", 0),))
+        self.unity_to_external = UnityToExternalServicerImplementation()
+        add_UnityToExternalProtoServicer_to_server(self.unity_to_external, self.server)
+        try:
+            self.server.add_insecure_port(target)
+        except RuntimeError:
+            self.server.stop(None)
+            raise UnityError(f"cannot listen on {target}: gRPC could not bind it (port busy or address not on this "
+                             f"machine?)") from None
+        self.server.start()
+        self.is_open = True
+
+    def close(self) -> None:
+        """mlagents-envs' close, then wait (up to 5 s) for the server to let go of the port: gRPC closes its
+        listening socket a moment after ``stop`` returns, and a restart on the same port must find it free."""
+        if self.is_open:
+            message = UnityMessageProto()
+            message.header.status = 400
+            self.unity_to_external.parent_conn.send(message)
+            self.unity_to_external.parent_conn.close()
+            self.is_open = False
+            self.server.stop(False).wait(5)
+
+
+def _grpc_target(address: str, port: int) -> str:
+    """``host:port`` as gRPC wants it: an IPv6 literal in brackets (``[::1]:5005``)."""
+    host = address.strip()
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _listen_sockaddrs(address: str, port: int) -> list[tuple]:
+    """What ``address`` (an IP literal or a host name; brackets allowed) resolves to for listening."""
+    host = _grpc_target(address, port).rsplit(":", 1)[0].removeprefix("[").removesuffix("]")
+    if not host:
+        raise UnityError("listen_address is empty; use 127.0.0.1 (this machine only) or 0.0.0.0 (every interface)")
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (socket.gaierror, UnicodeError) as error:
+        raise UnityError(f"cannot listen on {address}: not an address of this machine ({error})") from None
+    return list(dict.fromkeys((family, sockaddr) for family, _, _, _, sockaddr in infos))
+
+
+_warned_exposed: set[str] = set()  # the listen addresses warned about (once per process)
+
+
+def _check_port(port: int, base_port: int, worker_id: int, listen_address: str = "127.0.0.1") -> None:
+    """mlagents-envs' own test, on the address the gRPC server will listen on, done first so that no half-built
+    UnityEnvironment is left behind. Warns (once per address) when the server will be reachable from other
+    machines."""
     if not 0 < port < 65536:
         raise UnityError(f"port {port} (base_port {base_port} + worker_id {worker_id}) is not a valid port")
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind(("localhost", port))
-        except OSError:
-            raise UnityError(f"port {port} (base_port {base_port} + worker_id {worker_id}) is busy: another trainer "
-                             f"or program uses it; choose another base_port or worker_id") from None
+    sockaddrs = _listen_sockaddrs(listen_address, port)
+    for family, sockaddr in sockaddrs:
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(sockaddr)
+            except OSError as error:
+                if error.errno == errno.EADDRINUSE:
+                    raise UnityError(f"port {port} (base_port {base_port} + worker_id {worker_id}) is busy: another "
+                                     f"trainer or program uses it; choose another base_port or worker_id") from None
+                raise UnityError(f"cannot listen on {_grpc_target(listen_address, port)}: "
+                                 f"{error.strerror or error}") from None
+    exposed = [sockaddr[0] for _, sockaddr in sockaddrs
+               if not ipaddress.ip_address(sockaddr[0].split("%")[0]).is_loopback]
+    if exposed and listen_address not in _warned_exposed:
+        _warned_exposed.add(listen_address)
+        logger.warning(f"the trainer's gRPC server on {_grpc_target(listen_address, port)} accepts unauthenticated "
+                       f"connections from other machines ({', '.join(exposed)}); use it on a trusted network only")
 
 
 def _vector_sizes(name: str, spec: BehaviorSpec) -> tuple[tuple[int, ...], int]:
@@ -196,6 +279,12 @@ class UnityBatchEnv:
     The engine settings (mlagents-learn's defaults) go to the player through the EngineConfiguration side channel;
     ``no_graphics_monitor`` launches worker 0 with graphics and the others with ``-nographics -batchmode``, as
     mlagents-learn does; ``num_areas`` asks the build for that many copies of its training areas.
+
+    The trainer's gRPC server (unauthenticated: the player dials it) listens on ``listen_address``: loopback
+    (``127.0.0.1``) by default, as the player runs on this machine. For a player elsewhere (another machine, a
+    container) pass the address of the interface it reaches, or ``0.0.0.0``/``::`` for every interface (gRPC
+    makes both a dual-stack wildcard). IPv6 literals may be bracketed or not (``::1``, ``[::1]``); a host name
+    listens on each address it resolves to. An address that cannot be bound raises :class:`UnityError`.
     """
 
     def __init__(self, file_name: str | None, *, behavior: str | None = None, worker_id: int = 0,
@@ -204,7 +293,7 @@ class UnityBatchEnv:
                  target_frame_rate: int = -1, capture_frame_rate: int = 60, num_areas: int = 1,
                  timeout_wait: int = 60, seed: int = 0, environment_parameters: dict[str, float] | None = None,
                  additional_args: Sequence[str] = (), log_folder: str | None = None,
-                 max_wait_steps: int = 1000) -> None:
+                 max_wait_steps: int = 1000, listen_address: str = "127.0.0.1") -> None:
         if base_port is None:
             base_port = UnityEnvironment.BASE_ENVIRONMENT_PORT if file_name else UnityEnvironment.DEFAULT_EDITOR_PORT
         self.port = base_port + worker_id
@@ -219,10 +308,12 @@ class UnityBatchEnv:
             log_folder = os.path.abspath(log_folder)
             os.makedirs(log_folder, exist_ok=True)
         self.log_folder = log_folder
+        self.listen_address = listen_address
         self._launch_args = dict(file_name=launch, worker_id=worker_id, base_port=base_port, seed=seed,
                                  no_graphics=no_graphics or (no_graphics_monitor and worker_id != 0),
                                  num_areas=num_areas, timeout_wait=timeout_wait,
-                                 additional_args=list(additional_args), log_folder=log_folder)
+                                 additional_args=list(additional_args), log_folder=log_folder,
+                                 listen_address=listen_address)
         # Above DEBUG, mlagents-envs also sends the player's stdout/stderr to /dev/null instead of our terminal.
         logging_util.set_log_level(logging.DEBUG if logger.isEnabledFor(logging.DEBUG) else logging.WARNING)
         self._parameter_values = {key: float(value) for key, value in (environment_parameters or {}).items()}
@@ -306,7 +397,7 @@ class UnityBatchEnv:
     def _launch(self) -> None:
         """Start the player (or connect to the Editor), send the engine settings and every environment parameter set
         so far, reset it and wait for its behaviors."""
-        _check_port(self.port, self._launch_args["base_port"], self._launch_args["worker_id"])
+        _check_port(self.port, self._launch_args["base_port"], self._launch_args["worker_id"], self.listen_address)
         engine = EngineConfigurationChannel()
         engine.set_configuration_parameters(**self.engine_settings)
         self._parameters = EnvironmentParametersChannel()
