@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 
 from rlrobot.config import ConfigError, load_run_settings
@@ -54,6 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     unity.add_argument("--no-graphics", dest="no_graphics", action="store_true", help="run without rendering")
     unity.add_argument("--no-graphics-monitor", dest="no_graphics_monitor", action="store_true",
                        help="render only the first player (the others run with -nographics)")
+    unity.add_argument("--listen-address", dest="listen_address", default="127.0.0.1", metavar="ADDRESS",
+                       help="where the trainer listens for the player (default 127.0.0.1: a player on this machine; "
+                            "0.0.0.0 or another interface's address for a player elsewhere, unauthenticated)")
     unity.add_argument("--env-args", dest="env_args", nargs=argparse.REMAINDER,
                        help="arguments passed on to the player (must come last)")
     scale = parser.add_argument_group("scale out (JAX robot)")
@@ -87,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     args = vars(build_parser().parse_args(argv))
     config_path = args.pop("trainer_config_path")
     scale = {name: args.pop(name) for name in SCALE_FLAGS if name in args}
+    listen_address = args.pop("listen_address")
     setup_logging(bool(args.get("debug", False)))
     try:
         settings = load_run_settings(config_path, args)
@@ -112,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if settings.env_settings.env_path is not None:
             from rlrobot.unity_runner import run_unity_training  # mlagents-envs loads only for a Unity build
-            return run_unity_training(settings, ["rlrobot-learn", *argv])
+            return run_unity_training(settings, ["rlrobot-learn", *argv], listen_address=listen_address)
         return run_training(settings, ["rlrobot-learn", *argv], **options)
     except RunError as error:
         logger.error(str(error))
@@ -122,5 +127,14 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def entry() -> None:
+    """The ``rlrobot-learn`` command: ``main``, then an exit that a late Ctrl+C or SIGTERM cannot turn into a
+    traceback from JAX's shutdown (everything is saved by then)."""
+    code = main()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

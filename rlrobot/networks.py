@@ -54,14 +54,22 @@ def normalizer_init(size: int) -> NormalizerState:
     )
 
 
-def normalizer_update(state: NormalizerState, x: chex.Array) -> NormalizerState:
-    """Fold a batch ``x[n, d]`` into the statistics with ML-Agents' batched update (exact Chan merge)."""
+def normalizer_update(state: NormalizerState, x: chex.Array, mask: chex.Array | None = None) -> NormalizerState:
+    """Fold a batch ``x[n, d]`` into the statistics with ML-Agents' batched update (exact Chan merge); with a
+    boolean ``mask[n]`` only the rows where it is set (the rest may hold anything finite)."""
     chex.assert_rank(x, 2)
     chex.assert_axis_dimension(x, 1, state.mean.shape[0])
-    total = state.steps + x.shape[0]
-    to_old_mean = x - state.mean
+    if mask is None:
+        total = state.steps + x.shape[0]
+        to_old_mean = x - state.mean
+        new_mean = state.mean + jnp.sum(to_old_mean / total, axis=0)
+        new_var = state.var + jnp.sum((x - new_mean) * to_old_mean, axis=0)
+        return NormalizerState(steps=total, mean=new_mean, var=new_var)
+    keep = mask[:, None]
+    total = state.steps + jnp.sum(mask, dtype=jnp.float32)
+    to_old_mean = jnp.where(keep, x - state.mean, 0.0)
     new_mean = state.mean + jnp.sum(to_old_mean / total, axis=0)
-    new_var = state.var + jnp.sum((x - new_mean) * to_old_mean, axis=0)
+    new_var = state.var + jnp.sum(jnp.where(keep, x - new_mean, 0.0) * to_old_mean, axis=0)
     return NormalizerState(steps=total, mean=new_mean, var=new_var)
 
 
@@ -171,10 +179,10 @@ def init_agent(key: chex.PRNGKey, spec: NetworkSpec) -> AgentState:
                       critic_norm=normalizer_init(spec.obs_size))
 
 
-def update_normalizers(agent: AgentState, obs: chex.Array) -> AgentState:
+def update_normalizers(agent: AgentState, obs: chex.Array, mask: chex.Array | None = None) -> AgentState:
     """Update both normalisers with the same observations ``obs[n, obs_size]``, as ML-Agents does per trajectory."""
-    return agent.replace(actor_norm=normalizer_update(agent.actor_norm, obs),
-                         critic_norm=normalizer_update(agent.critic_norm, obs))
+    return agent.replace(actor_norm=normalizer_update(agent.actor_norm, obs, mask),
+                         critic_norm=normalizer_update(agent.critic_norm, obs, mask))
 
 
 def policy_distribution(

@@ -53,15 +53,18 @@ def _replicated(mesh: Mesh) -> NamedSharding:
 
 
 def state_shardings(state: Any, mesh: Mesh, batch_dims: int = 0) -> Any:
-    """A TrainState of shardings: robots' arrays split on their robot axis, everything else replicated.
+    """A TrainState of shardings: robots' arrays split on their robot axis (the carried trajectory steps, time-major,
+    on their second), everything else replicated.
 
     ``batch_dims`` counts leading axes before the robot axis (1 for vmapped seeds).
     """
     split, replicated = _split(mesh, batch_dims), _replicated(mesh)
     per_robot = {"env_state", "obs", "tracker"}
+    time_major = {"carry"}   # [steps, robots, ...]: the robot axis comes after the time axis
     shardings = {}
     for name in state.__dataclass_fields__:
-        sharding = split if name in per_robot else replicated
+        sharding = (split if name in per_robot else _split(mesh, batch_dims + 1) if name in time_major
+                    else replicated)
         shardings[name] = jax.tree.map(lambda _, sharding=sharding: sharding, getattr(state, name))
     return state.replace(**shardings)
 

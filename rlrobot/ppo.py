@@ -52,9 +52,15 @@ def compute_gae(
     return advantages, advantages + values
 
 
-def normalize_advantages(advantages: chex.Array) -> chex.Array:
-    """Standardise over the whole update buffer once, before the epochs (ML-Agents' ``_update_policy``)."""
-    return (advantages - advantages.mean()) / (advantages.std() + ADVANTAGE_EPS)
+def normalize_advantages(advantages: chex.Array, mask: chex.Array | None = None) -> chex.Array:
+    """Standardise over the whole update buffer once, before the epochs (ML-Agents' ``_update_policy``); with a
+    ``mask`` the buffer is the entries where it is set (the others come back as 0)."""
+    if mask is None:
+        return (advantages - advantages.mean()) / (advantages.std() + ADVANTAGE_EPS)
+    count = jnp.maximum(jnp.sum(mask, dtype=advantages.dtype), 1.0)
+    mean = jnp.sum(jnp.where(mask, advantages, 0.0)) / count
+    std = jnp.sqrt(jnp.sum(jnp.where(mask, (advantages - mean) ** 2, 0.0)) / count)
+    return jnp.where(mask, (advantages - mean) / (std + ADVANTAGE_EPS), 0.0)
 
 
 def gaussian_log_prob(action: chex.Array, mu: chex.Array, log_std: chex.Array) -> chex.Array:
@@ -75,7 +81,7 @@ def decayed_value(initial: float, minimum: float, step: chex.Numeric, max_steps:
         return jnp.asarray(initial, jnp.float32)
     if schedule != "linear":
         raise ValueError(f"unknown schedule {schedule!r}; expected 'linear' or 'constant'")
-    progress = jnp.minimum(jnp.asarray(step, jnp.float32), max_steps) / max_steps
+    progress = jnp.minimum(jnp.asarray(step, jnp.float32), float(max_steps)) / float(max_steps)
     return (initial - minimum) * (1.0 - progress) + minimum
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import shutil
 import signal
 import time
 from collections.abc import Callable
@@ -19,8 +18,20 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 
-from rlrobot.checkpoints import CheckpointError, CheckpointManager, load_checkpoint
+from rlrobot.checkpoints import (
+    SUFFIX as CHECKPOINT_SUFFIX,
+)
+from rlrobot.checkpoints import (
+    CheckpointError,
+    CheckpointManager,
+    atomic_copy,
+    atomic_write_bytes,
+    load_checkpoint,
+    remove_stale_temporaries,
+    truncate_metrics,
+)
 from rlrobot.config import RunSettings, TrainerSettings
 from rlrobot.summaries import (
     EnvironmentStats,
@@ -106,11 +117,20 @@ class Cadence:
 
 
 class StopRequest:
-    """Turns Ctrl+C and SIGTERM into a flag the loop checks between device calls (so a save is never torn)."""
+    """Turns Ctrl+C and SIGTERM into a flag the loop checks between device calls, so that neither a save nor an XLA
+    compile is ever torn (an exception raised into a compile can crash the process).
 
-    def __init__(self) -> None:
+    Until ``arm()`` (``armed=False``: a start-up that is safe to abort, such as launching Unity players) a signal
+    raises KeyboardInterrupt instead; nothing has been saved by then.
+    """
+
+    def __init__(self, armed: bool = True) -> None:
         self.requested = False
+        self.armed = armed
         self._previous: dict[int, Any] = {}
+
+    def arm(self) -> None:
+        self.armed = True
 
     def __enter__(self) -> StopRequest:
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -118,6 +138,8 @@ class StopRequest:
         return self
 
     def _handle(self, signum, _frame) -> None:
+        if not self.armed:
+            raise KeyboardInterrupt
         if not self.requested:
             logger.info("Learning was interrupted. Please wait while the graph is generated.")
         self.requested = True
@@ -174,6 +196,8 @@ class Run:
         self.behavior_dir = self.dir / behavior
         self.status_path = self.dir / "run_logs" / "training_status.json"
         self.last_reward: float | None = None
+        self.resumed_step = 0
+        self.write_error: OSError | None = None
         self.environment_stats = EnvironmentStats()
 
     @property
@@ -201,40 +225,59 @@ class Run:
 
     def _resume(self, state: Any, fields: tuple[str, ...] | None) -> Any:
         if fields is None:
-            state, _, _ = load_checkpoint(self.latest_checkpoint, state)
+            state, self.resumed_step, _ = load_checkpoint(self.latest_checkpoint, state)
             return state
         loaded = {name: load_checkpoint(self.latest_checkpoint, getattr(state, name), field=name) for name in fields}
-        step = next(iter(loaded.values()))[1]
-        return state.replace(step=np.int32(step), **{name: tree for name, (tree, _, _) in loaded.items()})
+        self.resumed_step = next(iter(loaded.values()))[1]
+        return state.replace(step=np.int64(self.resumed_step), **{name: tree for name, (tree, _, _) in loaded.items()})
 
     def open(self) -> None:
         """Create the folders and start the status, checkpoint and summary files (after the initial state loaded,
-        so a bad source writes nothing)."""
+        so a bad source writes nothing). ``--force`` removes the old run's checkpoints, as it removes its logs, so
+        that a ``--resume`` can never continue the old weights under the new settings."""
         cp = self.settings.checkpoint_settings
         (self.dir / "run_logs").mkdir(parents=True, exist_ok=True)
         self.behavior_dir.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(self.dir, self.dir / "run_logs", self.behavior_dir)
+        if cp.force and not (cp.resume or cp.inference):
+            self._forget_previous_run()
         self.status = TrainingStatus.load(self.status_path) if cp.resume else TrainingStatus()
         self.checkpoints = CheckpointManager(self.behavior_dir, self.behavior, self.trainer.keep_checkpoints,
                                              self.status, self.status_path)
+        if cp.resume and self.training:  # what a killed run left beyond its last checkpoint
+            self.checkpoints.adopt_orphans()
+            truncate_metrics(self.behavior_dir / "metrics.jsonl", self.resumed_step)
         # --inference may look at a finished run: never delete what that run wrote.
         self.writer = SummaryWriter(self.dir, self.behavior, clear_past_data=not (cp.resume or cp.inference))
         self.writer.write_hyperparameters(hyperparameters_text(self.trainer.as_dict()))
+        if self.training:
+            self._write_configuration()
 
-    def save(self, state: Any, step: int) -> Path:
-        """A checkpoint and its ``<Behavior>-<step>.onnx``, as ML-Agents writes at every checkpoint."""
+    def _forget_previous_run(self) -> None:
+        old = [*self.behavior_dir.glob(f"*{CHECKPOINT_SUFFIX}"), *self.behavior_dir.glob(f"{self.behavior}-*.onnx"),
+               self.dir / f"{self.behavior}.onnx", self.status_path]
+        for path in old:
+            if path.is_file():
+                logger.warning(f"Deleting {path.relative_to(self.dir)} that was left over from a previous run.")
+                path.unlink()
+
+    def save(self, state: Any, step: int) -> Path | None:
+        """A checkpoint and its ``<Behavior>-<step>.onnx``, as ML-Agents writes at every checkpoint (None if the
+        results folder could not be written)."""
         def onnx_file(stem: Path) -> list[Path]:
             path = self._export(state, stem.with_suffix(".onnx"))
             logger.info(f"Exported {path}")
             return [path]
-        return self.checkpoints.save(state, step, self.last_reward, self.metadata, extra_files=onnx_file)
+        return self._attempt(lambda: self.checkpoints.save(state, step, self.last_reward, self.metadata,
+                                                           extra_files=onnx_file))
 
     def write_summary(self, step: int, summary: Summary, elapsed: float, rate: float, console: bool = True) -> None:
         """TensorBoard, ``metrics.jsonl`` and (``console``) ML-Agents' line, with rlrobot's extras on a line of their
         own."""
         stats, stat_histograms = self.environment_stats.take()
         scalars = {**summary.scalars, **self.lesson_numbers(), **stats}
-        self.writer.write(step, scalars, wall_time=elapsed, steps_per_second=rate,
-                          histograms={**summary.histograms, **stat_histograms})
+        self._attempt(lambda: self.writer.write(step, scalars, wall_time=elapsed, steps_per_second=rate,
+                                                histograms={**summary.histograms, **stat_histograms}))
         if summary.mean_reward is not None:
             self.last_reward = summary.mean_reward
         if console:
@@ -247,15 +290,18 @@ class Run:
         return {f"Environment/Lesson Number/{name}": 0.0 for name in self.settings.environment_parameters or {}}
 
     def stopped_by_nan(self, step: int, where: str = "") -> None:
-        latest = self.checkpoints.latest_path()
         logger.error(f"Training stopped at step {step}{where}: the loss or the network parameters became NaN/inf. "
-                     f"The last good checkpoint is kept ({latest or 'none was written'}).")
+                     f"The last good checkpoint is kept ({self._latest()}).")
 
     def finish(self, state: Any | None, step: int) -> None:
         """The final checkpoint (``state`` None: the one at ``step`` is saved already) and ``<Behavior>.onnx``."""
         final_ckpt = self.save(state, step) if state is not None else self.checkpoints.latest_path()
+        if self.write_error is None:
+            self._attempt(lambda: self._finalise(step, final_ckpt))
+
+    def _finalise(self, step: int, final_ckpt: Path | None) -> None:
         source, final_onnx = self.behavior_dir / f"{self.behavior}-{step}.onnx", self.dir / f"{self.behavior}.onnx"
-        shutil.copyfile(source, final_onnx)
+        atomic_copy(source, final_onnx)
         logger.info(f"Copied {source} to {final_onnx}.")
         self.status.set_final(self.behavior, step, str(final_onnx), self.last_reward,
                               [str(final_ckpt)] if final_ckpt else [])
@@ -263,11 +309,40 @@ class Run:
 
     def close(self, timers: Timers) -> None:
         """Close the summaries; write ``configuration.yaml`` (unless ``--inference`` looked at a finished run) and
-        ``run_logs/timers.json``."""
-        self.writer.close()
-        if self.training or not (self.dir / "configuration.yaml").exists():
-            self.settings.dump_yaml(str(self.dir / "configuration.yaml"))
-        timers.save(self.dir / "run_logs" / "timers.json")
+        ``run_logs/timers.json``. After a write error these are still tried, quietly: a full disk may take them."""
+        quiet = self.write_error is not None
+        for write in (self.writer.close, self._write_configuration if self.training else None,
+                      lambda: timers.save(self.dir / "run_logs" / "timers.json")):
+            if write is not None:
+                self._attempt(write, quiet=quiet)
+
+    def _write_configuration(self) -> None:
+        text = yaml.safe_dump(self.settings.to_dict(), sort_keys=False, default_flow_style=False)
+        atomic_write_bytes(self.dir / "configuration.yaml", text.encode("utf-8"))
+
+    @property
+    def failed(self) -> bool:
+        """Whether a write to the results folder failed (the run must stop)."""
+        return self.write_error is not None
+
+    def _attempt(self, write: Callable[[], Any], quiet: bool = False) -> Any:
+        """Run one write to the results folder. The first failure (a full disk, a folder gone or read-only) is one
+        error line; the run stops after it, and the checkpoint files written before stay as they were."""
+        try:
+            return write()
+        except OSError as error:
+            if quiet or self.write_error is not None:
+                logger.debug(f"Also not written: {error}")
+                return None
+            self.write_error = error
+            what = f"{error.strerror or error}" + (f": {error.filename}" if error.filename else "")
+            logger.error(f"Training stopped: could not write to the results folder ({what}). "
+                         f"The last good checkpoint is kept ({self._latest()}).")
+            return None
+
+    def _latest(self) -> str:
+        latest = self.checkpoints.latest_path() if hasattr(self, "checkpoints") else None
+        return str(latest) if latest else "none was written"
 
 
 def summary_extras(scalars: dict[str, float], rate: float) -> dict[str, float]:

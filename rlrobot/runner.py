@@ -42,10 +42,6 @@ def _member(tree, index: int, batched: bool):
     return jax.tree.map(lambda x: x[index], tree) if batched else tree
 
 
-def _current_step(state: TrainState) -> int:
-    return int(np.max(jax.device_get(state.step)))
-
-
 def _open_runs(trainer: JaxTrainer, settings: RunSettings, members: list[Member],
                states: list[TrainState]) -> tuple[list[Run], list[TrainState]]:
     """Process 0 checks the folders, loads each member's initial state and opens its run; the others learn whether
@@ -77,14 +73,20 @@ def run_training(settings: RunSettings, argv: list[str], *, devices: int | None 
 
     ``devices`` splits the robots across that many devices (None: all); ``seeds`` and ``sweep`` (points of
     ``seeds.load_sweep``) train several runs vmapped in one program. Only process 0 of a multi-process job writes.
+    Ctrl+C and SIGTERM are a stop request from the start: one during the compile ends the run once it is done.
     """
-    timers = Timers(argv)
+    with StopRequest() as stop:
+        return _train(settings, Timers(argv), stop, devices, seeds, sweep)
+
+
+def _train(settings: RunSettings, timers: Timers, stop: StopRequest, devices: int | None, seeds: int,
+           sweep: list[dict[str, float]] | None) -> int:
     behavior = choose_behavior(settings)
     if jax.process_index() != 0:
         logger.setLevel(logging.WARNING)
-    trainer = build_jax_trainer(settings, behavior, devices=devices)
+    trainer = build_jax_trainer(settings, behavior, devices=devices, runs=seeds * max(1, len(sweep or ())))
     settings = with_robots(settings, trainer.spec.num_envs)
-    seed = int(parallel.broadcast_from_first(np.int32(resolve_seed(settings))))
+    seed = int(parallel.broadcast_from_first(np.int64(resolve_seed(settings))))
     members = plan_members(seed, seeds, sweep)
     batched = bool(members[0].name)
     runs, states = _open_runs(trainer, settings, members, [trainer.init_state(m.seed) for m in members])
@@ -104,7 +106,9 @@ def run_training(settings: RunSettings, argv: list[str], *, devices: int | None 
     timers.gauge("compile_seconds", compile_s)
     logger.info(f"Compiled the training step in {compile_s:.2f} s.")
     loop = JaxTraining(settings, trainer, runs, members, group, timers)
-    return loop.run(program, state, hparams)
+    if stop.requested:
+        return loop.abandon()
+    return loop.run(program, state, hparams, stop)
 
 
 def _log_start(settings: RunSettings, trainer: JaxTrainer, seed: int, members: list[Member]) -> None:
@@ -132,19 +136,19 @@ class JaxTraining:
         self.training = not settings.checkpoint_settings.inference
         self.batched = bool(members[0].name)
 
-    def run(self, program, state: TrainState, hparams: Hyperparams | None) -> int:
-        step = saved_step = _current_step(state)
+    def run(self, program, state: TrainState, hparams: Hyperparams | None, stop: StopRequest) -> int:
+        step = saved_step = self.trainer.steps(state)
         self.cadence = cadence = Cadence.of(self.config, inference=not self.training, first_step=step)
         clock, pending, exit_code = SummaryClock(step, self.timers.started), None, 0
         progress = Progress(cadence.max_steps, enabled=None if jax.process_index() == 0 else False)
         progress.start()
         try:
-            with StopRequest() as stop, self.timers.time("train"):
+            with self.timers.time("train"):
                 while step < cadence.max_steps and not stop.requested:
                     target = self.cadence.next_stop(step)
                     iterations = max(1, math.ceil((target - step) / self.trainer.spec.steps_per_iteration))
                     state, metrics = program(state, jnp.int32(iterations), hparams)
-                    new_step = _current_step(state)
+                    new_step = self.trainer.steps(state)
                     pending = metrics if pending is None else pending.add(metrics)
                     if not self._finite(metrics, new_step):
                         exit_code = 1
@@ -157,6 +161,9 @@ class JaxTraining:
                         self._save(state, new_step)
                         saved_step = new_step
                     step = new_step
+                    if bool(parallel.broadcast_from_first(np.bool_(any(run.failed for run in self.runs)))):
+                        exit_code = 1
+                        break
         finally:
             progress.stop()
             if self.training and step > 0 and exit_code == 0:
@@ -194,6 +201,13 @@ class JaxTraining:
         host = None if state is None else parallel.gather(state)
         for index, run in enumerate(self.runs):
             run.finish(None if host is None else _member(host, index, self.batched), step)
+
+    def abandon(self) -> int:
+        """Stopped during start-up (Ctrl+C or SIGTERM while compiling): close the runs; nothing was trained."""
+        logger.info("Interrupted before training started; nothing was saved.")
+        for run in self.runs:
+            run.writer.close()
+        return 130
 
     def _close(self) -> None:
         for run in self.runs:

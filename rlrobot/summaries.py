@@ -32,8 +32,9 @@ from rich.progress import (
 )
 from rich.progress import Progress as RichProgress
 from rich.text import Text
-from tensorboardX import FileWriter
 from tensorboardX import summary as tb_summary
+from tensorboardX.event_file_writer import EventsWriter
+from tensorboardX.proto import event_pb2
 from tensorboardX.proto.summary_pb2 import Summary
 
 from rlrobot import __version__
@@ -136,8 +137,10 @@ def hyperparameters_text(settings: dict[str, Any], depth: int = 0) -> str:
 class SummaryWriter:
     """TensorBoard events (ML-Agents' tags) plus one JSON line per summary for scripts, for one behavior of one run.
 
-    Summaries go through tensorboardX's ``FileWriter`` as hand-built protos: its ``SummaryWriter.add_scalar`` would
-    rename ``Environment/Cumulative Reward`` to ``Environment/Cumulative_Reward``, while torch (ML-Agents) keeps spaces.
+    Summaries are hand-built protos (tensorboardX's ``SummaryWriter.add_scalar`` would rename ``Environment/Cumulative
+    Reward`` to ``Environment/Cumulative_Reward``, while torch, as ML-Agents uses it, keeps spaces), written by
+    tensorboardX's synchronous ``EventsWriter`` in the caller's thread: a write error (a full disk) reaches the run as
+    an ``OSError``, where a background writer thread would print a traceback and then block.
     """
 
     def __init__(self, run_dir: Path, behavior: str, clear_past_data: bool) -> None:
@@ -147,7 +150,8 @@ class SummaryWriter:
             self._delete_event_files()
         # pid + counter in the name, like torch's writer: a second writer in the same second must not truncate the
         # first.
-        self._tb = FileWriter(str(self.directory), filename_suffix=f".{os.getpid()}.{next(_event_file_ids)}")
+        suffix = f".{os.getpid()}.{next(_event_file_ids)}"
+        self._tb = EventsWriter(str(self.directory / "events"), filename_suffix=suffix)
         self._metrics = open(self.directory / "metrics.jsonl", "w" if clear_past_data else "a", encoding="utf-8")
 
     def _delete_event_files(self) -> None:
@@ -172,7 +176,7 @@ class SummaryWriter:
             samples = samples[np.isfinite(samples)]
             if samples.size:
                 values.append(Summary.Value(tag=f"{tag}_hist", histo=tb_summary.make_histogram(samples, bins="auto")))
-        self._tb.add_summary(Summary(value=values), int(step))
+        self._add(Summary(value=values), step)
         line = {"step": int(step), "wall_time": _finite_or_none(wall_time),
                 "steps_per_second": _finite_or_none(steps_per_second)}
         line.update({tag: _finite_or_none(value) for tag, value in scalars.items()})
@@ -182,8 +186,11 @@ class SummaryWriter:
     def write_hyperparameters(self, text: str) -> None:
         """The ``Hyperparameters`` text summary (tensorboardX stores it as ``Hyperparameters/text_summary``, like
         torch)."""
-        self._tb.add_summary(tb_summary.text("Hyperparameters", text))
+        self._add(tb_summary.text("Hyperparameters", text), 0)
         self.flush()
+
+    def _add(self, summary: Summary, step: int) -> None:
+        self._tb.write_event(event_pb2.Event(summary=summary, step=int(step), wall_time=time.time()))
 
     def flush(self) -> None:
         self._tb.flush()

@@ -118,7 +118,11 @@ class EpisodeTracker:
 
 @struct.dataclass
 class TrainState:
-    """Everything a run needs to continue bit-exactly: networks, optimiser, robots, RNG and step count."""
+    """Everything a run needs to continue bit-exactly: networks, optimiser, robots, RNG and the rollouts done.
+
+    ``iteration`` counts rollouts; the agent steps are ``iteration × spec.steps_per_iteration``, computed exactly on
+    the host (a device int32 step count would overflow at 2³¹ steps, minutes into a large GPU run).
+    """
 
     agent: AgentState
     opt_state: Any
@@ -126,7 +130,8 @@ class TrainState:
     obs: jnp.ndarray
     tracker: EpisodeTracker
     key: jnp.ndarray
-    step: jnp.ndarray
+    iteration: jnp.ndarray
+    carry: Transition   # [time_horizon - 1, N]: the unfinished trajectories' steps, right-aligned (see ``Window``)
 
 
 RETURNS_SAMPLE = 1024  # episode returns kept per summary for the Cumulative Reward histogram
@@ -196,6 +201,11 @@ def make_optimizer() -> optax.GradientTransformation:
     return optax.inject_hyperparams(optax.adam)(learning_rate=0.0)
 
 
+def agent_steps(iteration: jnp.ndarray, spec: TrainSpec) -> jnp.ndarray:
+    """The agent steps after ``iteration`` rollouts, in float32: exact enough for the schedules at any step count."""
+    return jnp.asarray(iteration, jnp.float32) * spec.steps_per_iteration
+
+
 def init_train_state(key: chex.PRNGKey, env: Environment, env_params, spec: TrainSpec) -> TrainState:
     key_agent, key_env, key_run = jax.random.split(key, 3)
     agent = init_agent(key_agent, spec.network)
@@ -203,7 +213,7 @@ def init_train_state(key: chex.PRNGKey, env: Environment, env_params, spec: Trai
     zeros = jnp.zeros(spec.num_envs, jnp.float32)
     return TrainState(agent=agent, opt_state=make_optimizer().init(agent.params), env_state=env_state, obs=obs,
                       tracker=EpisodeTracker(returns=zeros, lengths=zeros, trajectory_length=zeros.astype(jnp.int32)),
-                      key=key_run, step=jnp.int32(0))
+                      key=key_run, iteration=jnp.int32(0), carry=empty_carry(spec, spec.num_envs))
 
 
 @struct.dataclass
@@ -215,6 +225,65 @@ class Transition:
     terminated: jnp.ndarray
     truncated: jnp.ndarray   # time limit, or a time_horizon cut: bootstrap from V(next_obs)
     next_obs: jnp.ndarray    # the real next observation (the final one when an episode ended)
+
+
+def carry_slots(spec: TrainSpec) -> int:
+    """Steps of an unfinished trajectory that can wait for the next update: a trajectory is cut at time_horizon."""
+    return max(spec.time_horizon - 1, 0)
+
+
+def window_steps(spec: TrainSpec) -> int:
+    """Per robot, the carried slots followed by one rollout."""
+    return carry_slots(spec) + spec.rollout_steps
+
+
+def empty_carry(spec: TrainSpec, num_envs: int, xp=jnp) -> Transition:
+    """An all-invalid carry (``xp``: ``jnp`` on the device, ``np`` for the Unity host buffer)."""
+    c, net = carry_slots(spec), spec.network
+
+    def zeros(*shape, dtype=xp.float32):
+        return xp.zeros((c, num_envs, *shape), dtype)
+
+    return Transition(obs=zeros(net.obs_size), raw_action=zeros(net.action_size), log_prob=zeros(net.action_size),
+                      reward=zeros(), terminated=zeros(dtype=bool), truncated=zeros(dtype=bool),
+                      next_obs=zeros(net.obs_size))
+
+
+@struct.dataclass
+class Window:
+    """The buffer one update learns from, ML-Agents' way: per robot, the carried steps of its unfinished trajectory
+    (right-aligned in the first ``carry_slots`` slots) followed by the new rollout, ``[W, N]`` time-major.
+
+    A step is ``ready`` once its trajectory is complete (an episode end or a time_horizon cut at or after it inside
+    the window): only ready steps feed the normaliser and the update, and their GAE runs over the whole trajectory.
+    The steps after a robot's last cut are its next carry. ``last_obs`` is the robots' observation after the window
+    (``obs[t + 1]`` of its last step), so values need not be computed twice for most steps.
+    """
+
+    transitions: Transition
+    ready: jnp.ndarray
+    last_obs: jnp.ndarray
+
+
+def ready_mask(spec: TrainSpec, pending_before, pending_after, xp=jnp):
+    """``[W, N]``: valid (the last ``pending_before + T`` slots) and at or before the last cut (the trailing
+    ``pending_after`` slots are still open). ``pending_*`` are the trajectory lengths before/after the rollout."""
+    c, w = carry_slots(spec), window_steps(spec)
+    t = xp.arange(w)[:, None]
+    return (t >= c - pending_before[None]) & (t < w - pending_after[None])
+
+
+def make_window(spec: TrainSpec, carry: Transition, transitions: Transition, pending_before, pending_after,
+                last_obs, xp=jnp) -> Window:
+    """The carry followed by a rollout, with its ready steps (see ``Window``)."""
+    joined = jax.tree.map(lambda a, b: xp.concatenate([a, b.astype(a.dtype)]), carry, transitions)
+    return Window(transitions=joined, ready=ready_mask(spec, pending_before, pending_after, xp), last_obs=last_obs)
+
+
+def next_carry(spec: TrainSpec, window: Transition) -> Transition:
+    """The window's last ``carry_slots`` steps: their trailing ``trajectory_length`` slots are the open trajectory."""
+    c = carry_slots(spec)
+    return jax.tree.map(lambda x: x[x.shape[0] - c:], window)
 
 
 @struct.dataclass
@@ -264,7 +333,7 @@ def collect(env: Environment, env_params, spec: TrainSpec, state: TrainState, ke
     step = partial(_rollout_step, env, env_params, spec, explore)
     (_, env_state, obs, tracker), (transitions, ends, entropy) = jax.lax.scan(
         step, carry, jax.random.split(key, spec.rollout_steps))
-    state = state.replace(env_state=env_state, obs=obs, tracker=tracker, step=state.step + spec.steps_per_iteration)
+    state = state.replace(env_state=env_state, obs=obs, tracker=tracker, iteration=state.iteration + 1)
     return state, transitions, episode_metrics(ends, transitions.terminated, entropy)
 
 
@@ -272,24 +341,65 @@ def _flatten(x: jnp.ndarray) -> jnp.ndarray:
     return x.reshape((-1,) + x.shape[2:])
 
 
-def make_batch(agent: AgentState, transitions: Transition, spec: TrainSpec,
+def window_values(agent: AgentState, transitions: Transition, last_obs: jnp.ndarray | None,
+                  spec: TrainSpec) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """``V(obs[t])`` and ``V(next_obs[t])`` for a time-major buffer.
+
+    With ``last_obs`` (the observation after the buffer's last step) ``V(next_obs[t])`` is ``V(obs[t + 1])``
+    wherever the two observations agree, i.e. everywhere but at episode ends that bootstrap (a time limit), so the
+    critic runs once per step plus once per such end: up to N of them are gathered and evaluated alone, more (rare)
+    fall back to evaluating every ``next_obs``.
+    """
+    net = spec.network
+    if last_obs is None:
+        return (value_estimate(agent.params, agent.critic_norm, transitions.obs, net),
+                value_estimate(agent.params, agent.critic_norm, transitions.next_obs, net))
+    obs = jnp.concatenate([transitions.obs, last_obs[None].astype(transitions.obs.dtype)])
+    values = value_estimate(agent.params, agent.critic_norm, obs, net)
+    values, following = values[:-1], values[1:]
+    differs = transitions.truncated & ~transitions.terminated & jnp.any(transitions.next_obs != obs[1:], axis=-1)
+    flat = differs.reshape(-1)
+    size, limit = flat.shape[0], min(flat.shape[0], transitions.obs.shape[1])
+
+    def few():
+        index = jnp.nonzero(flat, size=limit, fill_value=size)[0]
+        final = value_estimate(agent.params, agent.critic_norm,
+                               _flatten(transitions.next_obs)[jnp.minimum(index, size - 1)], net)
+        return following.reshape(-1).at[index].set(final, mode="drop").reshape(following.shape)
+
+    def many():
+        return jnp.where(differs, value_estimate(agent.params, agent.critic_norm, transitions.next_obs, net),
+                         following)
+
+    return values, jax.lax.cond(jnp.sum(flat) <= limit, few, many)
+
+
+def make_batch(agent: AgentState, transitions: Transition | Window, spec: TrainSpec,
                hparams: Hyperparams | None = None) -> ppo.Batch:
     """Values with the freshly updated normaliser, GAE per robot on the strength-scaled reward (ML-Agents' extrinsic
-    signal), advantages standardised over the whole buffer."""
+    signal), advantages standardised over the whole buffer (a ``Window``'s ready steps; the others are never
+    used)."""
     hp = Hyperparams.from_spec(spec) if hparams is None else hparams
-    values = value_estimate(agent.params, agent.critic_norm, transitions.obs, spec.network)
-    next_values = value_estimate(agent.params, agent.critic_norm, transitions.next_obs, spec.network)
+    window = transitions if isinstance(transitions, Window) else None
+    if window is not None:
+        transitions = window.transitions
+    values, next_values = window_values(agent, transitions, None if window is None else window.last_obs, spec)
     rewards = transitions.reward * spec.reward_strength
     advantages, returns = ppo.compute_gae(rewards, values, next_values, transitions.terminated,
                                           transitions.truncated, hp.gamma, hp.lambd)
+    ready = None if window is None else _flatten(window.ready)
     return ppo.Batch(obs=_flatten(transitions.obs), raw_action=_flatten(transitions.raw_action),
                      log_prob=_flatten(transitions.log_prob), value=_flatten(values),
-                     advantage=ppo.normalize_advantages(_flatten(advantages)), returns=_flatten(returns))
+                     advantage=ppo.normalize_advantages(_flatten(advantages), ready), returns=_flatten(returns))
 
 
 def update(agent: AgentState, opt_state, batch: ppo.Batch, schedule: ppo.Schedule, key, spec: TrainSpec,
-           mesh: Mesh | None = None):
+           mesh: Mesh | None = None, ready: jnp.ndarray | None = None):
     """``num_epoch`` shuffled passes of ``size // batch_size`` minibatches (remainder dropped), one Adam step each.
+
+    With a ``ready`` mask the buffer is its set entries: each epoch shuffles them to the front and runs
+    ``count // batch_size`` minibatches in a ``while_loop`` (a dynamic count, no recompiling; under vmap it runs the
+    longest run's count). The metrics then come back summed over the executed minibatches, with their ``count``.
 
     With a ``mesh`` each minibatch is split across the devices; the loss is a global mean, so its gradient is the
     average of the devices' gradients, all-reduced by the partitioner.
@@ -308,6 +418,9 @@ def update(agent: AgentState, opt_state, batch: ppo.Batch, schedule: ppo.Schedul
         metrics["loss_is_finite"] = jnp.isfinite(loss)
         return (optax.apply_updates(params, updates), opt_state), metrics
 
+    if ready is not None:
+        return _update_ready(agent, opt_state, batch, ready, minibatch_step, key, spec, mesh)
+
     def epoch(carry, epoch_key):
         order = jax.random.permutation(epoch_key, size)[:used].reshape(spec.num_minibatches, spec.batch_size)
         minibatches = parallel.constrain(jax.tree.map(lambda x: x[order], batch), mesh, axis=1)
@@ -315,6 +428,37 @@ def update(agent: AgentState, opt_state, batch: ppo.Batch, schedule: ppo.Schedul
 
     (params, opt_state), metrics = jax.lax.scan(epoch, (agent.params, opt_state), jax.random.split(key, spec.num_epoch))
     return agent.replace(params=params), opt_state, metrics
+
+
+def _update_ready(agent: AgentState, opt_state, batch: ppo.Batch, ready: jnp.ndarray, minibatch_step, key,
+                  spec: TrainSpec, mesh: Mesh | None):
+    size, batch_size = ready.shape[0], spec.batch_size
+    executed = jnp.sum(ready, dtype=jnp.int32) // batch_size
+    shapes = jax.eval_shape(minibatch_step, (agent.params, opt_state),
+                            jax.tree.map(lambda x: jax.ShapeDtypeStruct((batch_size, *x.shape[1:]), x.dtype), batch))
+    zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes[1])
+    zeros["loss_is_finite"] = jnp.bool_(True)
+
+    def epoch(carry, epoch_key):
+        shuffled = jax.random.permutation(epoch_key, size)
+        order = shuffled[jnp.argsort(~ready[shuffled], stable=True)]   # ready first, each part shuffled
+
+        def body(loop):
+            i, carry, sums = loop
+            index = jax.lax.dynamic_slice_in_dim(order, i * batch_size, batch_size)
+            minibatch = parallel.constrain(jax.tree.map(lambda x: x[index], batch), mesh, axis=0)
+            carry, metrics = minibatch_step(carry, minibatch)
+            sums = {name: (sums[name] & value) if name == "loss_is_finite" else sums[name] + value
+                    for name, value in metrics.items()}
+            return i + 1, carry, sums
+
+        _, carry, sums = jax.lax.while_loop(lambda loop: loop[0] < executed, body, (jnp.int32(0), carry, zeros))
+        return carry, sums
+
+    (params, opt_state), sums = jax.lax.scan(epoch, (agent.params, opt_state), jax.random.split(key, spec.num_epoch))
+    sums = {name: jnp.all(value) if name == "loss_is_finite" else jnp.sum(value) for name, value in sums.items()}
+    sums["count"] = (executed * spec.num_epoch).astype(jnp.float32)
+    return agent.replace(params=params), opt_state, sums
 
 
 def _all_finite(tree) -> jnp.ndarray:
@@ -325,24 +469,36 @@ LEARNED_FIELDS = ("updates", "value_estimate", "policy_loss", "value_loss", "app
                   "learning_rate", "beta", "epsilon", "loss_is_finite")
 
 
-def learn(agent: AgentState, opt_state, transitions: Transition, step: jnp.ndarray, key: chex.PRNGKey, spec: TrainSpec,
-          hparams: Hyperparams | None = None, mesh: Mesh | None = None) -> tuple[AgentState, Any, Metrics]:
+def learn(agent: AgentState, opt_state, transitions: Transition | Window, step: jnp.ndarray, key: chex.PRNGKey,
+          spec: TrainSpec, hparams: Hyperparams | None = None,
+          mesh: Mesh | None = None) -> tuple[AgentState, Any, Metrics]:
     """Normalisers, GAE and the epoch/minibatch update on one time-major buffer collected from ``step`` agent-steps on.
 
     The half of an iteration that does not care where the buffer came from: the JAX rollout or a Unity build's
-    players (``rlrobot.unity_runner``). Only the ``LEARNED_FIELDS`` of the returned metrics are filled.
+    players (``rlrobot.unity_runner``). A ``Window`` learns from its ready steps only, ML-Agents' way; a bare
+    ``Transition`` buffer uses every step and cuts its trajectories at its end. Only the ``LEARNED_FIELDS`` of the
+    returned metrics are filled.
     """
     hp = Hyperparams.from_spec(spec) if hparams is None else hparams
     schedule = ppo.schedule_at(step, spec.max_steps, hp.learning_rate, hp.beta, hp.epsilon,
                                spec.learning_rate_schedule, spec.beta_schedule, spec.epsilon_schedule)
-    agent = update_normalizers(agent, _flatten(transitions.obs)) if spec.network.normalize else agent
+    is_window = isinstance(transitions, Window)
+    obs = transitions.transitions.obs if is_window else transitions.obs
+    ready = _flatten(transitions.ready) if is_window else None
+    agent = update_normalizers(agent, _flatten(obs), ready) if spec.network.normalize else agent
     batch = make_batch(agent, transitions, spec, hp)
-    agent, opt_state, losses = update(agent, opt_state, batch, schedule, key, spec, mesh)
+    agent, opt_state, losses = update(agent, opt_state, batch, schedule, key, spec, mesh, ready)
+    if is_window:
+        count = jnp.maximum(losses["count"], 1.0)
+        means = {name: losses[name] / count for name in ("policy_loss", "value_loss", "approx_kl", "clip_fraction")}
+        value = jnp.sum(jnp.where(ready, batch.value, 0.0)) / jnp.maximum(jnp.sum(ready, dtype=jnp.float32), 1.0)
+    else:
+        means = {name: jnp.mean(losses[name]) for name in ("policy_loss", "value_loss", "approx_kl", "clip_fraction")}
+        value = jnp.mean(batch.value)
     metrics = Metrics.zeros().replace(
-        updates=jnp.float32(1.0), value_estimate=jnp.mean(batch.value), policy_loss=jnp.mean(losses["policy_loss"]),
-        value_loss=jnp.mean(losses["value_loss"]), approx_kl=jnp.mean(losses["approx_kl"]),
-        clip_fraction=jnp.mean(losses["clip_fraction"]), learning_rate=schedule.learning_rate, beta=schedule.beta,
-        epsilon=schedule.epsilon, loss_is_finite=jnp.all(losses["loss_is_finite"]) & _all_finite(agent.params))
+        updates=jnp.float32(1.0), value_estimate=value, learning_rate=schedule.learning_rate, beta=schedule.beta,
+        epsilon=schedule.epsilon, loss_is_finite=jnp.all(losses["loss_is_finite"]) & _all_finite(agent.params),
+        **means)
     return agent, opt_state, metrics
 
 
@@ -351,12 +507,14 @@ def iteration(env: Environment, env_params, spec: TrainSpec, state: TrainState, 
     """One PPO iteration: collect (acting with the mean when ``deterministic``, as ML-Agents' flag does), then
     ``learn``. Pure; jit it (``make_train_iterations`` does)."""
     key, key_collect, key_update = jax.random.split(state.key, 3)
-    step = state.step
+    step = agent_steps(state.iteration, spec)
+    pending = state.tracker.trajectory_length
     state, transitions, episodes = collect(env, env_params, spec, state.replace(key=key), key_collect,
                                            explore=not deterministic)
-    agent, opt_state, learned = learn(state.agent, state.opt_state, transitions, step, key_update, spec, hparams, mesh)
+    window = make_window(spec, state.carry, transitions, pending, state.tracker.trajectory_length, state.obs)
+    agent, opt_state, learned = learn(state.agent, state.opt_state, window, step, key_update, spec, hparams, mesh)
     metrics = episodes.replace(**{name: getattr(learned, name) for name in LEARNED_FIELDS})
-    return state.replace(agent=agent, opt_state=opt_state), metrics
+    return state.replace(agent=agent, opt_state=opt_state, carry=next_carry(spec, window.transitions)), metrics
 
 
 def inference_iteration(env: Environment, env_params, spec: TrainSpec, state: TrainState,
@@ -372,7 +530,8 @@ def inference_iteration(env: Environment, env_params, spec: TrainSpec, state: Tr
     state, transitions, episodes = collect(env, env_params, spec, state.replace(key=key), key_collect,
                                            explore=not deterministic)
     values = value_estimate(state.agent.params, state.agent.critic_norm, transitions.obs, spec.network)
-    return state, episodes.replace(updates=jnp.float32(1.0), value_estimate=jnp.mean(values))
+    carry = next_carry(spec, jax.tree.map(lambda a, b: jnp.concatenate([a, b]), state.carry, transitions))
+    return state.replace(carry=carry), episodes.replace(updates=jnp.float32(1.0), value_estimate=jnp.mean(values))
 
 
 def make_train_iterations(env: Environment, env_params, spec: TrainSpec, inference: bool = False,

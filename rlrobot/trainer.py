@@ -11,13 +11,16 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import struct
 from jax.sharding import Mesh
 
 import envs
+from envs import parameters as env_parameters
 from envs.api import Environment
 from rlrobot import __version__, parallel, ppo
 from rlrobot.config import RunSettings, TrainerSettings
+from rlrobot.limits import ResourceError, check_training_size
 from rlrobot.networks import AgentState, NetworkSpec, env_action, init_agent, policy_distribution, sample_action
 from rlrobot.run import RunError
 from rlrobot.train import (
@@ -26,6 +29,7 @@ from rlrobot.train import (
     TrainSpec,
     TrainState,
     Transition,
+    Window,
     default_num_envs,
     init_train_state,
     learn,
@@ -45,26 +49,12 @@ def choose_behavior(settings: RunSettings) -> str:
 
 
 def apply_environment_parameters(env_params, parameters: dict | None):
-    """ML-Agents' ``environment_parameters`` (sent to Unity scenes) set fields of the JAX scene's params.
-
-    Constant values only (``max_episode_steps: 500``, ``random_spawn: true``); samplers and curricula are refused
-    with the parameter's name.
-    """
-    fields = set(env_params.__dataclass_fields__)
-    for name, value in (parameters or {}).items():
-        if name not in fields:
-            raise RunError(f"environment_parameters.{name}: not a parameter of this scene "
-                           f"({', '.join(sorted(fields))})")
-        if isinstance(value, dict):
-            raise RunError(f"environment_parameters.{name}: only constant values are supported, "
-                           "not samplers or curricula")
-        current = getattr(env_params, name)
-        try:
-            converted = type(current)(value) if isinstance(current, (bool, int, float, str)) else value
-        except (TypeError, ValueError):
-            raise RunError(f"environment_parameters.{name}: {value!r} is not a {type(current).__name__}") from None
-        env_params = env_params.replace(**{name: converted})
-    return env_params
+    """ML-Agents' ``environment_parameters`` set fields of the JAX scene's params, each checked against its valid
+    range (:func:`envs.parameters.apply_environment_parameters`); a bad one is a one-line RunError."""
+    try:
+        return env_parameters.apply_environment_parameters(env_params, parameters)
+    except env_parameters.ParameterError as error:
+        raise RunError(str(error)) from None
 
 
 def resolve_num_envs(settings: RunSettings, trainer: TrainerSettings, backend: str | None = None) -> int:
@@ -93,7 +83,11 @@ class JaxTrainer:
     num_devices: int
 
     def init_state(self, seed: int) -> TrainState:
-        return init_train_state(jax.random.PRNGKey(seed), self.env, self.env_params, self.spec)
+        return init_train_state(seed_key(seed), self.env, self.env_params, self.spec)
+
+    def steps(self, state: TrainState) -> int:
+        """Agent steps done (the furthest run's, for vmapped runs), exact at any size."""
+        return int(np.max(jax.device_get(state.iteration))) * self.spec.steps_per_iteration
 
     def place(self, states: list[TrainState], batched: bool) -> TrainState:
         """Stack the runs' states (``batched``) and lay them out on the mesh, from process 0's copy."""
@@ -109,9 +103,10 @@ class JaxTrainer:
 
 
 def build_jax_trainer(settings: RunSettings, behavior: str | None = None, *, num_envs: int | None = None,
-                      devices: int | None = None) -> JaxTrainer:
+                      devices: int | None = None, runs: int = 1) -> JaxTrainer:
     """The JAX trainer ``rlrobot-learn`` runs for these settings: ``num_envs`` robots per area (default: the YAML's,
-    else ``resolve_num_envs``) times ``num_areas``, split over ``devices`` devices (default: all)."""
+    else ``resolve_num_envs``) times ``num_areas``, split over ``devices`` devices (default: all). A size the device
+    cannot hold or compile (``runs``: vmapped seeds × sweep points) is refused up front, naming the key."""
     behavior = behavior or choose_behavior(settings)
     trainer = settings.behavior(behavior)
     env = envs.make(behavior)
@@ -122,18 +117,28 @@ def build_jax_trainer(settings: RunSettings, behavior: str | None = None, *, num
     except ValueError as error:
         raise RunError(str(error)) from None
     spec = make_train_spec(trainer, env.observation_size, env.action_size, robots)
+    check_size(spec, runs)
     return JaxTrainer(behavior=behavior, env=env, env_params=env_params, spec=spec,
                       mesh=parallel.make_mesh(device_list), num_devices=len(device_list))
 
 
+def check_size(spec: TrainSpec, runs: int = 1) -> None:
+    """``limits.check_training_size`` as a RunError (one line naming the key and the limit)."""
+    try:
+        check_training_size(spec, runs)
+    except ResourceError as error:
+        raise RunError(str(error)) from None
+
+
 @struct.dataclass
 class UnityTrainState:
-    """What a Unity run carries between updates; the players' own state lives in their processes."""
+    """What a Unity run carries between updates; the players' own state lives in their processes. ``step`` (agent
+    steps) is a host int64: the agents per update can change on ``--resume``, so it is not derived from a count."""
 
     agent: AgentState
     opt_state: Any
     key: jnp.ndarray
-    step: jnp.ndarray
+    step: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -146,15 +151,16 @@ class UnityTrainer:
     learn: Callable
 
     def init_state(self, seed: int) -> UnityTrainState:
-        key = jax.random.PRNGKey(seed)
+        key = seed_key(seed)
         agent = init_agent(key, self.spec.network)
         return UnityTrainState(agent=agent, opt_state=make_optimizer().init(agent.params),
-                               key=jax.random.fold_in(key, 1), step=jnp.int32(0))
+                               key=jax.random.fold_in(key, 1), step=np.int64(0))
 
 
 def build_unity_trainer(trainer: TrainerSettings, observation_size: int, action_size: int,
                         num_agents: int) -> UnityTrainer:
     spec = make_train_spec(trainer, observation_size, action_size, num_agents)
+    check_size(spec)
     return UnityTrainer(spec=spec, act=make_act(spec.network, explore=not trainer.network_settings.deterministic),
                         learn=make_learn(spec))
 
@@ -170,10 +176,27 @@ def make_act(network: NetworkSpec, explore: bool):
 
 
 def make_learn(spec: TrainSpec):
-    """Jitted ``(state, transitions, step) -> (state, Metrics)``: :func:`rlrobot.train.learn` on a host buffer."""
-    def learn_buffer(state: UnityTrainState, transitions: Transition,
-                     step: jnp.ndarray) -> tuple[UnityTrainState, Metrics]:
+    """Jitted ``(state, window) -> (state, Metrics)``: :func:`rlrobot.train.learn` on a host buffer collected
+    from ``state.step`` on (the step itself is advanced on the host): a ``train.Window`` of carried and new steps, as
+    ``unity_runner.HostRollout`` builds it (a bare ``Transition`` buffer also works, cut at its end)."""
+    def learn_buffer(state: UnityTrainState, transitions: Transition | Window,
+                     step: jnp.ndarray) -> tuple[Any, Metrics]:
         key, key_update = jax.random.split(state.key)
         agent, opt_state, metrics = learn(state.agent, state.opt_state, transitions, step, key_update, spec)
-        return state.replace(agent=agent, opt_state=opt_state, key=key, step=step + spec.steps_per_iteration), metrics
-    return jax.jit(learn_buffer)
+        return (agent, opt_state, key), metrics
+
+    learn_jit = jax.jit(learn_buffer)
+
+    def learn_host(state: UnityTrainState, transitions: Transition) -> tuple[UnityTrainState, Metrics]:
+        (agent, opt_state, key), metrics = learn_jit(state, transitions, jnp.float32(state.step))
+        return state.replace(agent=agent, opt_state=opt_state, key=key,
+                             step=np.int64(state.step + spec.steps_per_iteration)), metrics
+    return learn_host
+
+
+def seed_key(seed: int) -> jax.Array:
+    """A PRNG key for any 64-bit seed (ML-Agents takes any int): the low 32 bits make the key, as
+    ``jax.random.PRNGKey(seed)`` for seeds below 2**32, and higher bits are folded in."""
+    seed %= 2**64
+    key = jax.random.PRNGKey(seed & 0xFFFFFFFF)
+    return jax.random.fold_in(key, seed >> 32) if seed >> 32 else key

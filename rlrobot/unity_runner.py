@@ -17,7 +17,6 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from rlrobot import __version__
@@ -36,8 +35,20 @@ from rlrobot.run import (
     with_num_envs,
 )
 from rlrobot.summaries import Progress, Timers, hyperparameters_text
-from rlrobot.train import LEARNED_FIELDS, EpisodeEnds, Metrics, TrainSpec, Transition, episode_metrics, summarize
-from rlrobot.trainer import UnityTrainer, UnityTrainState, build_unity_trainer, checkpoint_metadata
+from rlrobot.train import (
+    LEARNED_FIELDS,
+    EpisodeEnds,
+    Metrics,
+    TrainSpec,
+    Transition,
+    Window,
+    empty_carry,
+    episode_metrics,
+    make_window,
+    next_carry,
+    summarize,
+)
+from rlrobot.trainer import UnityTrainer, UnityTrainState, build_unity_trainer, checkpoint_metadata, seed_key
 
 logger = logging.getLogger("rlrobot")
 
@@ -53,7 +64,7 @@ def unity_environment_parameters(parameters: dict | None) -> dict[str, float]:
     return values
 
 
-def open_unity(settings: RunSettings, seed: int, log_folder: Path | None):
+def open_unity(settings: RunSettings, seed: int, log_folder: Path | None, listen_address: str = "127.0.0.1"):
     """The build's players: one ``UnityBatchEnv`` or ``--num-envs`` of them side by side, launched with the engine
     settings mlagents-learn sends."""
     from envs.unity import UnityBatchEnv, UnityVectorEnv
@@ -61,13 +72,13 @@ def open_unity(settings: RunSettings, seed: int, log_folder: Path | None):
     es, engine = settings.env_settings, settings.engine_settings
     names = list(settings.behaviors)
     options = dict(behavior=names[0] if len(names) == 1 else None, base_port=es.base_port,
-                   timeout_wait=es.timeout_wait, seed=seed, num_areas=es.num_areas,
+                   timeout_wait=es.timeout_wait, seed=seed % 2**31, num_areas=es.num_areas,  # the protocol's int32
                    environment_parameters=unity_environment_parameters(settings.environment_parameters),
                    additional_args=tuple(es.env_args or ()), log_folder=str(log_folder) if log_folder else None,
                    width=engine.width, height=engine.height, quality_level=engine.quality_level,
                    time_scale=engine.time_scale, target_frame_rate=engine.target_frame_rate,
                    capture_frame_rate=engine.capture_frame_rate, no_graphics=engine.no_graphics,
-                   no_graphics_monitor=engine.no_graphics_monitor)
+                   no_graphics_monitor=engine.no_graphics_monitor, listen_address=listen_address)
     num_players = es.num_envs or 1
     if num_players > 4 * (os.cpu_count() or 1):
         raise RunError(f"env_settings.num_envs {num_players}: that many Unity players would swamp this machine's "
@@ -79,11 +90,16 @@ def open_unity(settings: RunSettings, seed: int, log_folder: Path | None):
 
 class HostRollout:
     """Steps the players one buffer at a time and books episodes and time_horizon cuts per agent slot; relaunches
-    crashed players within the restart budget."""
+    crashed players within the restart budget.
+
+    Each buffer comes as a :class:`rlrobot.train.Window`, as the JAX iteration builds it: the steps of the agents'
+    unfinished trajectories, carried here on the host, followed by the new rollout, so GAE and the update see whole
+    trajectories up to ``time_horizon`` (ML-Agents' semantics). A restart drops the carried steps, as ML-Agents drops
+    the players' unfinished trajectories."""
 
     def __init__(self, env, spec: TrainSpec, act, seed: int, budget) -> None:
         self.env, self.spec, self.act, self.budget = env, spec, act, budget
-        self.key = jax.random.PRNGKey(seed + 1)
+        self.key = jax.random.fold_in(seed_key(seed), 2)
         self._start(env.reset())
 
     def _start(self, obs: np.ndarray) -> None:
@@ -92,9 +108,11 @@ class HostRollout:
         self.returns = np.zeros(n, np.float64)
         self.lengths = np.zeros(n, np.int64)
         self.trajectory_length = np.zeros(n, np.int64)
+        self.carry = empty_carry(self.spec, n, xp=np)
 
-    def collect(self, agent: AgentState, stop: StopRequest) -> tuple[Transition, Metrics] | None:
-        """``rollout_steps`` decisions, time-major ``[T, N, ...]``; None if a stop came mid-way (the part is dropped).
+    def collect(self, agent: AgentState, stop: StopRequest) -> tuple[Window, Metrics] | None:
+        """``rollout_steps`` decisions after the carried steps, time-major ``[W, N, ...]``; None if a stop came
+        mid-way (the part is dropped).
 
         A crashed player is relaunched (``envs.unity.PlayerFailure``) if the budget allows, every player is reset
         and the buffer starts again; otherwise the failure goes up as a ``UnityError``."""
@@ -115,8 +133,9 @@ class HostRollout:
         logger.warning(f"Restarting worker{list(failure.workers)} after '{failure}'")
         self._start(self.env.restart(failure.workers))
 
-    def _collect(self, agent: AgentState, stop: StopRequest) -> tuple[Transition, Metrics] | None:
+    def _collect(self, agent: AgentState, stop: StopRequest) -> tuple[Window, Metrics] | None:
         columns: list[tuple] = []
+        pending = self.trajectory_length.copy()
         for _ in range(self.spec.rollout_steps):
             if stop.requested:
                 return None
@@ -139,26 +158,34 @@ class HostRollout:
                                  reward=reward.astype(np.float32), terminated=terminated, truncated=truncated,
                                  next_obs=next_obs.astype(np.float32))
         ends = EpisodeEnds(done=done, returns=returns.astype(np.float32), lengths=lengths.astype(np.float32))
-        return transitions, jax.device_get(episode_metrics(ends, terminated, entropy))
+        window = make_window(self.spec, self.carry, transitions, pending, self.trajectory_length,
+                             self.obs.astype(np.float32), xp=np)
+        self.carry = next_carry(self.spec, window.transitions)
+        return window, jax.device_get(episode_metrics(ends, terminated, entropy))
 
 
-def run_unity_training(settings: RunSettings, argv: list[str]) -> int:
+def run_unity_training(settings: RunSettings, argv: list[str], listen_address: str = "127.0.0.1") -> int:
     """Train (or with ``--inference`` run) the build's behavior; returns the exit code.
 
     A problem before training starts (no build, busy port, unknown behavior) raises RunError. A player failure beyond
     the restart budget stops the run with one error line and exit code 1, after saving the state of the last
-    finished update as a checkpoint (earlier ones are kept).
+    finished update as a checkpoint (earlier ones are kept). Ctrl+C while the players start raises KeyboardInterrupt
+    (nothing is saved yet); from the first rollout on it is a stop request.
     """
+    with StopRequest(armed=False) as stop:
+        return _train_on_build(settings, Timers(argv), stop, listen_address)
+
+
+def _train_on_build(settings: RunSettings, timers: Timers, stop: StopRequest, listen_address: str) -> int:
     try:
         from envs.unity import RestartBudget, UnityError
     except ImportError as error:
         raise RunError(f"--env needs mlagents-envs ({error}); install it with: pip install 'rlrobot[unity]'") from None
-    timers = Timers(argv)
     cp, es = settings.checkpoint_settings, settings.env_settings
     seed = resolve_seed(settings)
     check_run_dir(settings)   # before the player writes its log into the run folder
     try:
-        env = open_unity(settings, seed, None if cp.inference else run_dir(settings) / "run_logs")
+        env = open_unity(settings, seed, None if cp.inference else run_dir(settings) / "run_logs", listen_address)
     except UnityError as error:
         raise RunError(str(error)) from error
     try:
@@ -175,7 +202,8 @@ def run_unity_training(settings: RunSettings, argv: list[str]) -> int:
         run.open()
         _log_start(settings, env, unity.spec, seed)
         budget = RestartBudget(es.max_lifetime_restarts, es.restarts_rate_limit_n, es.restarts_rate_limit_period_s)
-        return UnityTraining(env, run, unity, seed, timers, budget).run(state, UnityError)
+        stop.arm()
+        return UnityTraining(env, run, unity, seed, timers, budget).run(state, UnityError, stop)
     finally:
         env.close()
 
@@ -203,9 +231,8 @@ class Updates:
         self._learn, self._pool = learn, pool
         self._in_flight: Future | None = None
 
-    def submit(self, state: UnityTrainState, transitions: Transition, step: int) -> None:
-        self._in_flight = self._pool.submit(
-            lambda: jax.block_until_ready(self._learn(state, transitions, jnp.int32(step))))
+    def submit(self, state: UnityTrainState, transitions: Transition) -> None:
+        self._in_flight = self._pool.submit(lambda: jax.block_until_ready(self._learn(state, transitions)))
 
     def wait(self) -> tuple[UnityTrainState, Metrics] | None:
         """The update in flight, once finished (None if there is none)."""
@@ -222,18 +249,19 @@ class UnityTraining:
         self.pending: Metrics | None = None
         self.diverged = False
 
-    def run(self, state: UnityTrainState, unity_error: type[Exception]) -> int:
+    def run(self, state: UnityTrainState, unity_error: type[Exception], stop: StopRequest) -> int:
         first = saved = collected = int(state.step)
         self.cadence = Cadence.of(self.config, inference=not self.record.training, first_step=first)
         clock, exit_code = SummaryClock(first, self.timers.started), 0
         progress = Progress(self.cadence.max_steps)
         progress.start()
         try:
-            with StopRequest() as stop, self.timers.time("train"), ThreadPoolExecutor(1) as pool:
+            with self.timers.time("train"), ThreadPoolExecutor(1) as pool:
                 updates = Updates(self.unity.learn, pool)
                 rollout = HostRollout(self.env, self.unity.spec, self.unity.act, self.seed, self.budget)
-                while collected < self.cadence.max_steps and not stop.requested and not self.diverged:
-                    state, buffer_done = self._step(state, rollout, updates, collected, stop)
+                while (collected < self.cadence.max_steps and not stop.requested and not self.diverged
+                       and not self.record.failed):
+                    state, buffer_done = self._step(state, rollout, updates, stop)
                     if not buffer_done:
                         break
                     previous, collected = collected, collected + self.unity.spec.steps_per_iteration
@@ -250,14 +278,13 @@ class UnityTraining:
             progress.stop()
         if self.diverged:
             self.record.stopped_by_nan(collected)
-            exit_code = 1
-        elif self.record.training and int(state.step) != first:
+        elif self.record.training and int(state.step) != first and not self.record.failed:
             self._end(state, saved, exit_code)
         self.timers.gauge("steps_per_second", clock.overall_rate(collected))
         self.record.close(self.timers)
-        return exit_code
+        return 1 if self.diverged or self.record.failed else exit_code
 
-    def _step(self, state: UnityTrainState, rollout: HostRollout, updates: Updates, step: int,
+    def _step(self, state: UnityTrainState, rollout: HostRollout, updates: Updates,
               stop: StopRequest) -> tuple[UnityTrainState, bool]:
         """One buffer: collect it (threaded: while the previous update runs), then learn from it. Returns the state
         and whether a whole buffer was collected and learned from (not on a stop, nor after a NaN/inf update)."""
@@ -269,7 +296,7 @@ class UnityTraining:
         self.record.environment_stats.add(self.env.pop_stats())
         self._add(metrics)
         if self.record.training:
-            updates.submit(state, transitions, step)
+            updates.submit(state, transitions)
             if not self.config.threaded:
                 state = self._wait(state, updates)
         return state, not self.diverged

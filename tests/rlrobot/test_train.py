@@ -53,7 +53,7 @@ def test_iteration_counts_agent_steps_and_reports_ml_agents_tags():
     env = TargetProbe()
     spec, state, metrics = train(env, trainer(), iterations=3, num_envs=48)
     assert spec.rollout_steps == 22 and spec.steps_per_iteration == 1056  # ceil(1024 / 48) steps of 48 robots
-    assert int(state.step) == 3 * 1056
+    assert int(state.iteration) == 3
     scalars = summary_scalars(metrics)
     assert set(scalars) >= {"Environment/Cumulative Reward", "Environment/Episode Length", "Environment/Success Rate",
                             "Policy/Entropy", "Policy/Extrinsic Value Estimate", "Policy/Learning Rate",
@@ -82,3 +82,78 @@ def test_chunked_runs_equal_one_long_run():
     twice, _ = run(run(state, jnp.int32(1))[0], jnp.int32(3))
     for a, b in zip(jax.tree.leaves(once), jax.tree.leaves(twice)):
         np.testing.assert_array_equal(a, b)
+
+
+class ShiftedResetProbe(DiscountProbe):
+    """DiscountProbe whose reset observation differs from a truncated episode's final one, so the final value must
+    be evaluated on its own (``train.window_values``' gathered path)."""
+
+    def reset_env(self, key, params, slot, prev_state):
+        obs, state = super().reset_env(key, params, slot, prev_state)
+        return obs + 0.5, state
+
+
+def _raw_advantages(agent, transitions, last_obs, spec):
+    from rlrobot import ppo
+    from rlrobot.train import window_values
+    values, next_values = window_values(agent, transitions, last_obs, spec)
+    advantages, _ = ppo.compute_gae(transitions.reward, values, next_values, transitions.terminated,
+                                    transitions.truncated, spec.gamma, spec.lambd)
+    return np.asarray(advantages)
+
+
+@pytest.mark.parametrize("env", [DiscountProbe(), DiscountProbe(truncate=True), ShiftedResetProbe(truncate=True)],
+                         ids=["terminal", "truncated", "final-obs"])
+def test_carried_trajectories_get_the_gae_of_the_whole_trajectory(env):
+    """Rollouts of 3 steps, time_horizon 5, episodes of 7: trajectories (5, 2, 5, 2, ...) straddle the rollout ends.
+    Every step is learned from exactly once, in the update after its trajectory completes, with the advantage GAE
+    gives it over one long rollout (the same critic; the probe's rewards do not depend on the actions)."""
+    from rlrobot.train import carry_slots, collect, make_window, next_carry
+    params = env.default_params.replace(episode_length=7)
+    settings = trainer(time_horizon=5, hyperparameters=dataclasses.replace(trainer().hyperparameters,
+                                                                           buffer_size=6, batch_size=2))
+    spec = make_train_spec(settings, env.observation_size, env.action_size, num_envs=2)
+    assert spec.rollout_steps == 3 and carry_slots(spec) == 4
+    state = init_train_state(jax.random.PRNGKey(0), env, params, spec)
+    agent = state.agent
+
+    rollouts = 8
+    long_spec = dataclasses.replace(spec, rollout_steps=3 * rollouts)
+    _, long, _ = collect(env, params, long_spec, state, jax.random.PRNGKey(1))
+    whole = _raw_advantages(agent, long, None, long_spec)   # next values evaluated on every next_obs
+    learned = np.full(whole.shape, np.nan)
+    for k in range(rollouts):
+        pending = state.tracker.trajectory_length
+        state, transitions, _ = collect(env, params, spec, state, jax.random.PRNGKey(10 + k))
+        window = make_window(spec, state.carry, transitions, pending, state.tracker.trajectory_length, state.obs)
+        advantages = _raw_advantages(agent, window.transitions, window.last_obs, spec)
+        slots, robots = np.nonzero(np.asarray(window.ready))
+        steps = 3 * k + slots - carry_slots(spec)
+        assert np.all(steps >= 0) and np.all(np.isnan(learned[steps, robots]))   # each step once
+        learned[steps, robots] = advantages[slots, robots]
+        state = state.replace(carry=next_carry(spec, window.transitions))
+    open_steps = int(state.tracker.trajectory_length[0])
+    assert np.all(np.isnan(learned[len(learned) - open_steps:]))   # the open trajectory waits for the next update
+    done = slice(0, len(learned) - open_steps)
+    assert not np.any(np.isnan(learned[done]))
+    np.testing.assert_allclose(learned[done], whole[done], rtol=1e-5, atol=1e-6)
+    cut_at_rollout_ends = _raw_advantages(agent, jax.tree.map(lambda x: x[:3], long), None, spec)
+    assert not np.allclose(cut_at_rollout_ends[:3], whole[:3], rtol=1e-5, atol=1e-6)   # the test can tell
+
+
+def test_the_update_learns_from_ready_steps_only():
+    """A window with fewer ready steps than a minibatch leaves the parameters and the optimiser untouched."""
+    from rlrobot.train import Window, carry_slots, collect, learn
+    env = TargetProbe()
+    settings = trainer(time_horizon=5, network_settings=NetworkSettings(hidden_units=32, num_layers=2, normalize=True))
+    spec = make_train_spec(settings, env.observation_size, env.action_size, num_envs=64)
+    state = init_train_state(jax.random.PRNGKey(0), env, env.default_params, spec)
+    state, transitions, _ = collect(env, env.default_params, spec, state, jax.random.PRNGKey(1))
+    joined = jax.tree.map(lambda a, b: jnp.concatenate([a, b]), state.carry, transitions)
+    ready = jnp.zeros(joined.reward.shape, bool).at[carry_slots(spec), :3].set(True)
+    agent, opt_state, metrics = learn(state.agent, state.opt_state, Window(joined, ready, state.obs), jnp.float32(0),
+                                      jax.random.PRNGKey(2), spec)
+    for a, b in zip(jax.tree.leaves((state.agent.params, state.opt_state)), jax.tree.leaves((agent.params, opt_state))):
+        np.testing.assert_array_equal(a, b)
+    assert float(agent.actor_norm.steps) == 1.0 + 3   # the normaliser saw the 3 ready observations only
+    assert bool(metrics.loss_is_finite)
