@@ -485,6 +485,33 @@ def _solved(runs: list[dict]) -> int:
     return sum(r["eval_steps_to_target_for_good"] is not None for r in runs)
 
 
+def _advantage_error_table(base: list[dict]) -> list[str]:
+    """The advantage error at each analysis point, over the baseline runs' seeds (mean, min–max)."""
+    points: dict[int, list] = {}
+    for r in base:
+        for a in r["analysis"]:
+            points.setdefault(a["requested_step"], []).append(a)
+    if not points:
+        return []
+    cols = [("mean_abs_dadv_over_std", "mean abs dA / std(A)"),
+            ("frac_norm_adv_change_gt_0.1", "frac. normalised A changed > 0.1"),
+            ("adv_corr", "corr(A_cut, A_look)"),
+            ("adv_std_ratio_look_over_cut", "std(A_look) / std(A_cut)"),
+            ("mean_abs_dret_over_std", "mean abs dR / std(R)"),
+            ("frac_ret_change_gt_0.1_std", "frac. R changed > 0.1 std(R)"),
+            ("frac_open_at_rollout_end", "frac. of buffer in trajectories open at rollout end"),
+            ("last_positions_over_0.01_std", "last k positions with mean dA > 0.01 std")]
+    lines = ["| after steps | " + " | ".join(c[1] for c in cols) + " |", "|---:" * (len(cols) + 1) + "|"]
+    for step, items in sorted(points.items()):
+        cells = []
+        for k, _ in cols:
+            values = [x[k] for x in items]
+            fmt = "{:.0f}" if k == "last_positions_over_0.01_std" else "{:.3f}"
+            cells.append(f"{fmt.format(np.mean(values))} ({fmt.format(min(values))}–{fmt.format(max(values))})")
+        lines.append(f"| {step:,} | " + " | ".join(cells) + " |")
+    return lines + ["", f"Mean over {len(base)} seeds (min–max), one buffer each.", ""]
+
+
 def summary_markdown(results: dict) -> str:
     """Tables: per seed, baseline against lookahead; then the advantage error at each analysis point."""
     lines = []
@@ -528,29 +555,7 @@ def summary_markdown(results: dict) -> str:
         lines += ["", f"Solved for good within {limit / 1000:,.0f}k steps: baseline {_solved(base)}/{len(base)} "
                   f"seeds, lookahead {_solved(look)}/{len(look)}. Per seed (paired), lookahead solved for good "
                   f"sooner in {faster}, later in {slower}, tied in {len(paired) - faster - slower}.", ""]
-        # advantage error at each analysis point, over the baseline runs' seeds
-        points: dict[int, list] = {}
-        for r in base:
-            for a in r["analysis"]:
-                points.setdefault(a["requested_step"], []).append(a)
-        if points:
-            cols = [("mean_abs_dadv_over_std", "mean abs dA / std(A)"),
-                    ("frac_norm_adv_change_gt_0.1", "frac. normalised A changed > 0.1"),
-                    ("adv_corr", "corr(A_cut, A_look)"),
-                    ("adv_std_ratio_look_over_cut", "std(A_look) / std(A_cut)"),
-                    ("mean_abs_dret_over_std", "mean abs dR / std(R)"),
-                    ("frac_ret_change_gt_0.1_std", "frac. R changed > 0.1 std(R)"),
-                    ("frac_open_at_rollout_end", "frac. of buffer in trajectories open at rollout end"),
-                    ("last_positions_over_0.01_std", "last k positions with mean dA > 0.01 std")]
-            lines += ["| after steps | " + " | ".join(c[1] for c in cols) + " |", "|---:" * (len(cols) + 1) + "|"]
-            for step, items in sorted(points.items()):
-                cells = []
-                for k, _ in cols:
-                    values = [x[k] for x in items]
-                    fmt = "{:.0f}" if k == "last_positions_over_0.01_std" else "{:.3f}"
-                    cells.append(f"{fmt.format(np.mean(values))} ({fmt.format(min(values))}–{fmt.format(max(values))})")
-                lines.append(f"| {step:,} | " + " | ".join(cells) + " |")
-            lines += ["", f"Mean over {len(base)} seeds (min–max), one buffer each.", ""]
+        lines += _advantage_error_table(base)
     return "\n".join(lines)
 
 

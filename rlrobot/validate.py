@@ -264,7 +264,7 @@ def format_table(columns: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rlrobot-validate", description=__doc__.split("\n")[0])
     parser.add_argument("policy", type=Path, help=".onnx file or results run folder")
     parser.add_argument("--episodes", type=int, default=512)
@@ -280,9 +280,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-steps", type=int, default=3000, help="give up on an episode after this many decisions")
     parser.add_argument("--json", type=Path, help="where to write the table as JSON (default: beside the policy)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     setup_logging(False)
-    from rlrobot.checkpoints import atomic_write_bytes, output_problem
+    from rlrobot.checkpoints import output_problem
 
     problem = _argument_problem(args)
     if problem:
@@ -305,25 +309,42 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as error:
         logger.error(str(error))
         return 2
-    columns = {"JAX sim": summary}
+    columns, behaviors = {"JAX sim": summary}, [behavior]
     if args.env_path:
-        try:
-            from envs.unity import UnityError
-        except ImportError as error:
-            logger.error(f"--env needs mlagents-envs ({error}); install it with: pip install 'rlrobot[unity]'")
-            return 2
-        try:
-            unity_behavior, columns[f"Unity: {Path(args.env_path).name}"] = validate_in_unity(
-                policy_file, args.env_path, args.episodes, args.deterministic, args.seed, args.max_steps,
-                behavior=args.behavior, base_port=args.base_port, timeout_wait=args.timeout_wait,
-                time_scale=args.time_scale, no_graphics=args.no_graphics, additional_args=tuple(args.env_args))
-        except UnityError as error:
-            logger.error(str(error))
-            return 1
+        code = _unity_column(args, policy_file, columns, behaviors)
+        if code:
+            return code
+    return _report(args, policy_file, behaviors, columns, out, flag)
+
+
+def _unity_column(args: argparse.Namespace, policy_file: Path, columns: dict, behaviors: list[str]) -> int:
+    """Add the build's column (and its behavior name); returns an exit code, 0 when it worked."""
+    try:
+        from envs.unity import UnityError
+    except ImportError as error:
+        logger.error(f"--env needs mlagents-envs ({error}); install it with: pip install 'rlrobot[unity]'")
+        return 2
+    try:
+        behavior, columns[f"Unity: {Path(args.env_path).name}"] = validate_in_unity(
+            policy_file, args.env_path, args.episodes, args.deterministic, args.seed, args.max_steps,
+            behavior=args.behavior, base_port=args.base_port, timeout_wait=args.timeout_wait,
+            time_scale=args.time_scale, no_graphics=args.no_graphics, additional_args=tuple(args.env_args))
+    except UnityError as error:
+        logger.error(str(error))
+        return 1
+    behaviors.append(behavior)
+    return 0
+
+
+def _report(args: argparse.Namespace, policy_file: Path, behaviors: list[str], columns: dict, out: Path,
+            flag: str) -> int:
+    """Print the table and write it as JSON (atomically)."""
+    from rlrobot.checkpoints import atomic_write_bytes
+
     mode = "deterministic" if args.deterministic else "sampled"
-    print(f"{policy_file} on {behavior}{f' and {unity_behavior}' if args.env_path else ''} ({mode} actions)")
+    print(f"{policy_file} on {' and '.join(behaviors)} ({mode} actions)")
     print(format_table(columns))
-    text = json.dumps({"policy": str(policy_file), "behavior": behavior, "actions": mode, "columns": columns},
+    text = json.dumps({"policy": str(policy_file), "behavior": behaviors[0], "actions": mode, "columns": columns},
                       indent=2)
     try:
         atomic_write_bytes(out, (text + "\n").encode("utf-8"))
