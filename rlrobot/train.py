@@ -440,8 +440,8 @@ def _update_ready(agent: AgentState, opt_state, batch: ppo.Batch, ready: jnp.nda
     zeros["loss_is_finite"] = jnp.bool_(True)
 
     def epoch(carry, epoch_key):
-        shuffled = jax.random.permutation(epoch_key, size)
-        order = shuffled[jnp.argsort(~ready[shuffled], stable=True)]   # ready first, each part shuffled
+        # One sort: ready steps first, in random order (a uniform key in [0, 1), plus 1 for the others).
+        order = jnp.argsort(jax.random.uniform(epoch_key, (size,)) + (~ready).astype(jnp.float32))
 
         def body(loop):
             i, carry, sums = loop
