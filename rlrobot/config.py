@@ -487,13 +487,17 @@ class RunSettings:
         """The fully defaulted settings in ML-Agents' ``configuration.yaml`` layout and order."""
         return {key: _plain(getattr(self, key)) for key in RUN_KEYS}
 
+    def to_yaml(self) -> str:
+        """``to_dict()`` as ``configuration.yaml`` text (``load_run_settings`` reads it back to equal settings)."""
+        return yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=False)
+
     def dump_yaml(self, path: str) -> None:
-        """Write ``to_dict()`` as YAML (``load_run_settings`` reads it back to equal settings)."""
+        """Write ``to_yaml()`` to ``path``."""
         parent = os.path.dirname(path)
         if parent:
             os.makedirs(parent, exist_ok=True)
         with open(path, "w", encoding="utf-8", newline="\n") as stream:
-            yaml.safe_dump(self.to_dict(), stream, sort_keys=False, default_flow_style=False)
+            stream.write(self.to_yaml())
 
 
 # --- keys ML-Agents knows but rlrobot does not use -----------------------------

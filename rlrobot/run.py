@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
 from rlrobot.checkpoints import (
     SUFFIX as CHECKPOINT_SUFFIX,
@@ -317,8 +316,7 @@ class Run:
                 self._attempt(write, quiet=quiet)
 
     def _write_configuration(self) -> None:
-        text = yaml.safe_dump(self.settings.to_dict(), sort_keys=False, default_flow_style=False)
-        atomic_write_bytes(self.dir / "configuration.yaml", text.encode("utf-8"))
+        atomic_write_bytes(self.dir / "configuration.yaml", self.settings.to_yaml().encode("utf-8"))
 
     @property
     def failed(self) -> bool:
