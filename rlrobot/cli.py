@@ -37,6 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--torch-device", dest="device", metavar="DEVICE",
                         help="accepted for ML-Agents compatibility; JAX picks the devices (see --devices)")
     parser.add_argument("--debug", action="store_true", help="verbose logging")
+    parser.add_argument("--no-compile-cache", dest="compile_cache", action="store_false", default=True,
+                        help="compile afresh instead of loading a program compiled by an earlier run "
+                             "(also RLROBOT_COMPILE_CACHE=0; the cache is in RLROBOT_CACHE_DIR or ~/.cache/rlrobot)")
     unity = parser.add_argument_group("Unity build (--env)")
     unity.add_argument("--base-port", dest="base_port", type=int, help="first port to listen on")
     unity.add_argument("--timeout-wait", dest="timeout_wait", type=int, help="seconds to wait for the player")
@@ -92,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     config_path = args.pop("trainer_config_path")
     scale = {name: args.pop(name) for name in SCALE_FLAGS if name in args}
     listen_address = args.pop("listen_address")
+    compile_cache = args.pop("compile_cache")
     setup_logging(bool(args.get("debug", False)))
     try:
         settings = load_run_settings(config_path, args)
@@ -111,8 +115,11 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as error:
         logger.error(str(error))
         return 2
+    from rlrobot.compile_cache import cache_directory, enable_compile_cache
     from rlrobot.run import RunError
     from rlrobot.runner import run_training  # jax loads only once the arguments are good
+
+    enable_compile_cache(cache_directory() if compile_cache else None)
 
     try:
         if settings.env_settings.env_path is not None:

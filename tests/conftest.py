@@ -1,9 +1,14 @@
-"""Shared test fixtures: the Unity-trained reference policies shipped with the tests."""
+"""Shared test fixtures: the Unity-trained reference policies shipped with the tests, and a private compile cache."""
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 import pytest
+
+# The compilation cache of this test session (and of the processes it starts), not the user's.
+os.environ.setdefault("RLROBOT_CACHE_DIR", tempfile.mkdtemp(prefix="rlrobot-test-cache-"))
 
 UNITY_POLICIES = Path(__file__).resolve().parent / "data" / "unity"
 
