@@ -52,12 +52,12 @@ def _open_runs(trainer: JaxTrainer, settings: RunSettings, members: list[Member]
             if members[0].name:  # --seeds/--sweep: <run-id>/ holds the members and needs --resume or --force too
                 check_run_dir(settings)
             spec = trainer.spec
-            for member, state in zip(members, list(states)):
+            for index, member in enumerate(members):
                 member_run = member_settings(settings, trainer.behavior, member)
                 check_run_dir(member_run, trainer.behavior)
                 runs.append(Run(member_run, trainer.behavior, checkpoint_metadata(trainer.behavior, spec, member.seed),
                                 export=lambda s, path: export_policy(s.agent, spec.network, path)))
-                states[len(runs) - 1] = runs[-1].initial_state(state)
+                states[index] = runs[-1].initial_state(states[index])
         except (RunError, ConfigError) as error:
             failure = RunError(str(error))
     if not bool(parallel.broadcast_from_first(np.bool_(failure is None))):

@@ -44,7 +44,6 @@ logger = logging.getLogger(__name__)
 LOG_FORMAT = "[%(levelname)s] %(message)s"
 TIMER_FORMAT_VERSION = "0.1.0"
 STATS_FORMAT_VERSION = "0.3.0"
-REWARD_TAG = "Environment/Cumulative Reward"
 
 _event_file_ids = itertools.count()
 
