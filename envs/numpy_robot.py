@@ -194,6 +194,13 @@ class NumpyMobileRobot:
 
     # --- the batch API ----------------------------------------------------------------------------------------------
 
+    def with_params(self, params: MobileRobotParams) -> NumpyMobileRobot:
+        """The same robots, where they are, under other constants (from the next step)."""
+        robots = NumpyMobileRobot(self.num_envs, params=params)
+        robots.rng = self.rng
+        robots.pos, robots.yaw, robots.goal, robots.t = self.pos, self.yaw, self.goal, self.t
+        return robots
+
     def reset(self) -> np.ndarray:
         self.yaw[:] = 0.0
         return self._reset_rows(np.arange(self.num_envs))

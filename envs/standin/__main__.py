@@ -5,6 +5,8 @@ import argparse
 import logging
 import sys
 
+DEFAULT_SCENE = "MobileRobot"
+
 LOG_FORMAT = "%(asctime)s [%(levelname)s] %(message)s"
 
 
@@ -26,7 +28,11 @@ def play_parser() -> argparse.ArgumentParser:
     parser.add_argument("--hang-after", type=int, help="stop answering after this many STEP commands")
     parser.add_argument("--connect-timeout", type=float, default=60.0, help="seconds to wait for the trainer")
     parser.add_argument("--sensors", type=_sizes, default=(), metavar="N,N,...",
-                        help="send the observation as several vector sensors of these sizes (adding up to 19)")
+                        help="send the observation as several vector sensors of these sizes (adding up to the "
+                             "scene's observation size)")
+    parser.add_argument("--scene", default=DEFAULT_SCENE,
+                        help=f"the built-in scene to serve (default {DEFAULT_SCENE}); its behavior is always called "
+                             "MobileRobot, as in the course's Unity builds")
     return parser
 
 
@@ -58,18 +64,21 @@ def play(argv: list[str]) -> int:
     return Player(PlayerOptions(port=args.mlagents_port, agents=args.agents, decision_period=args.decision_period,
                                 shuffle_order=args.shuffle_order, seed=args.seed, crash_after=args.crash_after,
                                 crash_once=args.crash_once, hang_after=args.hang_after,
-                                connect_timeout=args.connect_timeout, sensors=args.sensors)).run()
+                                connect_timeout=args.connect_timeout, sensors=args.sensors,
+                                scene=args.scene)).run()
 
 
 def _check_options(args: argparse.Namespace) -> str | None:
     """What is wrong with the player options, if anything."""
-    from envs.numpy_robot import NumpyMobileRobot
+    import envs
 
+    if args.scene not in envs.registered():
+        return f"--scene {args.scene}: not a built-in scene; known: {', '.join(envs.registered())}"
     if args.agents < 1 or args.decision_period < 1:
         return "--agents and --decision-period must be at least 1"
     if args.crash_once is not None and args.crash_after is None:
         return "--crash-once needs --crash-after"
-    size = NumpyMobileRobot.observation_size
+    size = envs.make(args.scene).observation_size
     if args.sensors and (sum(args.sensors) != size or min(args.sensors) < 1):
         return f"--sensors {','.join(map(str, args.sensors))}: the sizes must be positive and add up to {size}"
     return None
@@ -83,12 +92,13 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     build = sub.add_parser("build", help="write DIR/MobileRobot.x86_64, a launcher mlagents-envs can start")
     build.add_argument("directory")
+    build.add_argument("--scene", default=DEFAULT_SCENE, help="the built-in scene the launcher serves")
     sub.add_parser("play", help="run the player (mlagents-envs does this with Unity's arguments)")
     args = parser.parse_args(argv)
     from envs.standin.build import write_launcher
 
     try:
-        print(write_launcher(args.directory))
+        print(write_launcher(args.directory, scene=args.scene))
     except (OSError, ValueError) as error:
         print(f"rlrobot-standin: {error}", file=sys.stderr)
         return 2

@@ -17,8 +17,13 @@ _MANGLED = (".app", ".exe", ".x86")
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
-def write_launcher(directory: str | os.PathLike) -> Path:
-    """Create ``directory/MobileRobot.x86_64`` (folders included) and return its absolute path."""
+def write_launcher(directory: str | os.PathLike, scene: str = "MobileRobot") -> Path:
+    """Create ``directory/MobileRobot.x86_64`` (folders included), serving the built-in ``scene``, and return its
+    absolute path."""
+    import envs
+
+    if scene not in envs.registered():
+        raise ValueError(f"{scene}: not a built-in scene; known: {', '.join(envs.registered())}")
     folder = Path(directory).absolute()
     bad = next((s for s in _MANGLED if s in str(folder)), None)
     if bad is not None:
@@ -32,6 +37,6 @@ def write_launcher(directory: str | os.PathLike) -> Path:
         "# rlrobot's MobileRobot protocol stand-in (envs/standin), not a Unity build.\n"
         f'PYTHONPATH={root}${{PYTHONPATH:+:"$PYTHONPATH"}}\n'
         "export PYTHONPATH\n"
-        f'exec {python} -m envs.standin play "$@"\n')
+        f'exec {python} -m envs.standin play --scene {shlex.quote(scene)} "$@"\n')
     launcher.chmod(0o755)
     return launcher

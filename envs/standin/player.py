@@ -24,16 +24,14 @@ from mlagents_envs.communicator_objects.command_pb2 import QUIT, RESET, STEP  # 
 from mlagents_envs.communicator_objects.unity_message_pb2 import UnityMessageProto  # noqa: E402
 from mlagents_envs.communicator_objects.unity_to_external_pb2_grpc import UnityToExternalProtoStub  # noqa: E402
 
-from envs.numpy_robot import NumpyMobileRobot  # noqa: E402
 from envs.standin import wire  # noqa: E402
-from envs.standin.scene import Report, Scene  # noqa: E402
+from envs.standin.scene import DEFAULT_SCENE, Report, Scene  # noqa: E402
 
 COMMUNICATION_VERSION = "1.5.0"
 PACKAGE_VERSION = "3.0.0-standin"
 BRAIN_NAME = "MobileRobot"
 BEHAVIOR = f"{BRAIN_NAME}?team=0"
 NUM_ARENAS = 8
-OBSERVATION_SIZE = NumpyMobileRobot.observation_size
 
 log = logging.getLogger("envs.standin")
 
@@ -54,6 +52,7 @@ class PlayerOptions:
     hang_after: int | None = None
     connect_timeout: float = 60.0
     sensors: tuple[int, ...] = ()
+    scene: str = DEFAULT_SCENE
 
 
 class Player:
@@ -68,7 +67,7 @@ class Player:
         self.sent_brain = False
         self.steps = 0
         self.engine_settings: dict[str, float | tuple[int, ...]] = {}  # the last value of each EngineConfiguration
-        self.sensors = _sensor_layout(options.sensors or (OBSERVATION_SIZE,))
+        self.sensors: list[tuple[str, slice]] = []
 
     def run(self) -> int:
         try:
@@ -86,7 +85,9 @@ class Player:
         init = reply.unity_input.rl_initialization_input
         areas = max(1, init.num_areas)
         seed = (init.seed if self.options.seed is None else self.options.seed) % 2**31  # NumPy wants it unsigned
-        self.scene = Scene(self.options.agents * areas, seed, self.options.decision_period, self.options.shuffle_order)
+        self.scene = Scene(self.options.agents * areas, seed, self.options.decision_period, self.options.shuffle_order,
+                           self.options.scene)
+        self.sensors = _sensor_layout(self.options.sensors or (self.scene.robots.observation_size,))
         log.info(f"connected on port {self.options.port}: trainer package {init.package_version}, communication "
                  f"{init.communication_version}, seed {seed}, num_areas {init.num_areas} -> {self.scene.num_agents} "
                  f"agents, decision period {self.options.decision_period}")
@@ -182,7 +183,7 @@ class Player:
         field = next((f for f in dataclasses.fields(params) if f.name == key), None)
         default = None if field is None else field.default
         if not isinstance(default, (int, float)) or isinstance(default, bool):
-            log.warning(f"environment parameter {key} = {what}: not a numeric MobileRobotParams field; ignored")
+            log.warning(f"environment parameter {key} = {what}: not a numeric {type(params).__name__} field; ignored")
             return
         old = getattr(params, key)
         new = int(value) if isinstance(default, int) else float(value)

@@ -16,8 +16,19 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from envs.mobile_robot import MobileRobotParams
 from envs.numpy_robot import NumpyMobileRobot
+
+DEFAULT_SCENE = "MobileRobot"
+
+
+def make_robots(scene: str, num_agents: int, seed: int):
+    """The robots of a built-in scene: the NumPy port for the reach-goal scene (no compile at start-up), the scene's
+    own JAX definition for the others."""
+    if scene == DEFAULT_SCENE:
+        return NumpyMobileRobot(num_agents, seed=seed)
+    from envs.standin.jax_robots import JaxRobots
+
+    return JaxRobots(scene, num_agents, seed=seed)
 
 
 @dataclass
@@ -35,18 +46,19 @@ class Report:
 
 
 class Scene:
-    """``num_agents`` robots (robot ``i`` in arena ``i mod 8``) stepped with Unity's decision semantics."""
+    """``num_agents`` robots of a built-in scene (robot ``i`` in arena ``i mod 8``) stepped with Unity's decision
+    semantics."""
 
     def __init__(self, num_agents: int, seed: int, decision_period: int, shuffle_order: bool,
-                 params: MobileRobotParams | None = None) -> None:
+                 scene: str = DEFAULT_SCENE) -> None:
         if decision_period < 1:
             raise ValueError(f"decision period must be at least 1, got {decision_period}")
-        self.robots = NumpyMobileRobot(num_agents, seed=seed, params=params)
+        self.robots = make_robots(scene, num_agents, seed)
         self.period = decision_period
         self.shuffle = np.random.default_rng(seed + 1) if shuffle_order else None
-        self.actions = np.zeros((num_agents, NumpyMobileRobot.action_size), np.float32)
+        self.actions = np.zeros((num_agents, self.robots.action_size), np.float32)
         self.reward = np.zeros(num_agents, np.float32)
-        self.obs = np.zeros((num_agents, NumpyMobileRobot.observation_size), np.float32)
+        self.obs = np.zeros((num_agents, self.robots.observation_size), np.float32)
         self.step_count = 0
 
     @property
@@ -54,15 +66,12 @@ class Scene:
         return self.robots.num_envs
 
     @property
-    def params(self) -> MobileRobotParams:
+    def params(self):
         return self.robots.params
 
-    def set_params(self, params: MobileRobotParams) -> None:
+    def set_params(self, params) -> None:
         """Swap the scene's constants, keeping every robot where it is (takes effect from the next step)."""
-        old = self.robots
-        self.robots = NumpyMobileRobot(old.num_envs, params=params)
-        self.robots.rng = old.rng
-        self.robots.pos, self.robots.yaw, self.robots.goal, self.robots.t = old.pos, old.yaw, old.goal, old.t
+        self.robots = self.robots.with_params(params)
 
     def reset(self) -> Report:
         self.step_count = 0

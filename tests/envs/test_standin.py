@@ -136,3 +136,37 @@ def test_bad_player_options_exit_2(standin_build, args, problem):
     result = subprocess.run([str(standin_build), "--mlagents-port", "1", *args], capture_output=True, text=True,
                             timeout=60)
     assert result.returncode == 2 and problem in result.stderr
+
+
+def test_obstacle_course_served_with_the_jax_scene(tmp_path):
+    """``build --scene MobileRobotObstacles``: a 22-observation behavior still named MobileRobot (as Unity's s7
+    build), whose transitions are the JAX scene's own (s7 starts each arena at a fixed spot, so they match exactly)."""
+    import jax
+
+    import envs
+
+    build = write_launcher(tmp_path / "s7", scene="MobileRobotObstacles")
+    env = open_env(build)
+    scene = envs.make("MobileRobotObstacles")
+    try:
+        env.reset()
+        (obs_spec,) = env.behavior_specs[BEHAVIOR].observation_specs
+        assert obs_spec.shape == (22,)
+        decisions, _ = env.get_steps(BEHAVIOR)
+        order = np.argsort(decisions.agent_id)
+        obs, state = scene.reset_batch(jax.random.PRNGKey(0), None, 8)
+        np.testing.assert_allclose(decisions.obs[0][order], np.asarray(obs), atol=1e-5)
+        actions = np.tile(np.array([[1.0, 0.5]], np.float32), (8, 1))
+        for _ in range(5):
+            env.set_actions(BEHAVIOR, ActionTuple(continuous=actions))
+            env.step()
+            obs, state, *_ = scene.step_batch(jax.random.PRNGKey(1), state, actions)
+        decisions, _ = env.get_steps(BEHAVIOR)
+        np.testing.assert_allclose(decisions.obs[0][np.argsort(decisions.agent_id)], np.asarray(obs), atol=1e-5)
+    finally:
+        env.close()
+
+
+def test_unknown_scene_is_refused(tmp_path, capsys):
+    assert standin_main(["build", str(tmp_path / "x"), "--scene", "NoSuchScene"]) == 2
+    assert "NoSuchScene: not a built-in scene; known: MobileRobot" in capsys.readouterr().err
