@@ -14,6 +14,8 @@ MobileRobot, 0.4 m per unit a0, a rotated block between car and goal, and a box-
 """
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -72,6 +74,8 @@ class MobileRobotObstaclesParams:
     arenas: tuple = struct.field(pytree_node=False, default=S7_ARENAS)
     block_half: tuple = struct.field(pytree_node=False, default=S7_BLOCK_HALF)
     goal_half: tuple = struct.field(pytree_node=False, default=S7_GOAL_HALF)
+    # Blocks standing in every arena besides its own: ((centre x, z), (half x, z), yaw deg) each (the s8 test scene).
+    extra_blocks: tuple = struct.field(pytree_node=False, default=())
     front_rays: tuple = struct.field(pytree_node=False, default=FRONT_RAYS_S7)
 
 
@@ -99,15 +103,19 @@ class MobileRobotObstacles(Environment[MobileRobotObstaclesState, MobileRobotObs
     def default_params(self) -> MobileRobotObstaclesParams:
         return MobileRobotObstaclesParams()
 
-    def _scene(self, arena, params) -> tuple[Box, ...]:
-        """Solid boxes of one arena: the walls, then the block, and the goal box last."""
+    def solids(self, arena, params) -> tuple[tuple[Box, ...], tuple[Box, ...], Box]:
+        """One arena's solid boxes: the walls, the blocks (the arena's own first) and the goal box."""
         def column(i: int) -> jnp.ndarray:
             return arena_table(params, i)[arena]
 
-        walls = wall_boxes(params.walls)
         block = Box(car.as_vec(column(1)), params.block_half, geometry.heading(column(2)))
-        goal = Box(car.as_vec(column(3)), params.goal_half)
-        return walls + (block, goal)
+        extra = tuple(Box(Vec(*center), half, geometry.heading(yaw)) for center, half, yaw in params.extra_blocks)
+        return wall_boxes(params.walls), (block, *extra), Box(car.as_vec(column(3)), params.goal_half)
+
+    def _scene(self, arena, params) -> tuple[Box, ...]:
+        """Solid boxes of one arena as the car collides with them: the walls, the blocks and the goal box last."""
+        walls, blocks, goal = self.solids(arena, params)
+        return walls + blocks + (goal,)
 
     def reset_env(self, key, params, slot, prev_state):
         arena = jnp.where(slot < 0, jax.random.randint(key, (), 0, len(params.arenas)), slot % len(params.arenas))
@@ -134,25 +142,26 @@ class MobileRobotObstacles(Environment[MobileRobotObstaclesState, MobileRobotObs
         return obs, moved.replace(stage=stage), reward, terminated, truncated
 
     def _observe(self, state, params):
-        *walls, block, goal = self._scene(state.slot % len(params.arenas), params)
+        walls, blocks, goal = self.solids(state.slot % len(params.arenas), params)
         pos, forward = car.as_vec(state.pos), geometry.heading(state.yaw)
         rays = car.sensor_rays(pos, forward, params.sensor_behind_pivot)
-        obstacles = jnp.minimum(car.nearest_wall(rays, walls), geometry.ray_box_distance(rays, block))
+        obstacles = functools.reduce(jnp.minimum, [geometry.ray_box_distance(rays, block) for block in blocks],
+                                     car.nearest_wall(rays, walls))
         distances, hit_goal = car.nearest_hit(obstacles, geometry.ray_box_distance(rays, goal))
         distances = jnp.where(distances <= params.ray_length, distances, jnp.inf)
         facing = car.facing_angle_deg(pos, forward, goal.center, params.goal_height - params.pivot_height,
                                       goal_first=False)
-        stage = self._stage(pos, forward, facing, block, goal, params)
+        stage = self._stage(pos, forward, facing, blocks, goal, params)
         one_hot = jax.nn.one_hot(stage - 1, 3)
         readings = jnp.where(jnp.isfinite(distances), distances / params.ray_length, 1.0)
         obs = jnp.concatenate([one_hot, jnp.where(stage == 1, facing, 0.0)[None], readings]).astype(jnp.float32)
         return obs, stage, distances, hit_goal
 
-    def _stage(self, pos: Vec, forward: Vec, facing, block: Box, goal: Box, params) -> jnp.ndarray:
+    def _stage(self, pos: Vec, forward: Vec, facing, blocks: tuple[Box, ...], goal: Box, params) -> jnp.ndarray:
         to_goal = Vec(goal.center.x - pos.x, goal.center.z - pos.z)
         length = jnp.maximum(jnp.sqrt(geometry.dot(to_goal, to_goal)), 1e-6)
         pivot_ray = geometry.Ray(pos, Vec(to_goal.x / length, to_goal.z / length))
-        to_block = geometry.ray_box_distance(pivot_ray, block)
+        to_block = functools.reduce(jnp.minimum, [geometry.ray_box_distance(pivot_ray, block) for block in blocks])
         to_goal_box = geometry.ray_box_distance(pivot_ray, goal)
         bearing = jnp.rad2deg(jnp.arctan2(geometry.dot(to_goal, geometry.right_of(forward)),
                                           geometry.dot(to_goal, forward)))

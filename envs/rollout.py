@@ -7,6 +7,7 @@ the slot → arena mapping is the same as in the Unity scene.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import chex
 import jax
@@ -60,3 +61,35 @@ def first_episodes(env: Environment, params, policy: Callable[[jnp.ndarray, chex
 
     _, _, stats, _, _ = jax.lax.while_loop(cond, body, (obs, state, stats, key_run, jnp.int32(0)))
     return stats
+
+
+@struct.dataclass
+class EpisodeSteps:
+    """Each robot's first episode, step by step (``[T, N, ...]``; ``active`` marks the steps that belong to it)."""
+
+    state: Any             # the state after each step's move (before any reset)
+    reward: jnp.ndarray    # [T, N]
+    terminated: jnp.ndarray
+    truncated: jnp.ndarray
+    active: jnp.ndarray    # [T, N] bool
+
+
+def first_episode_steps(env: Environment, params, policy: Callable[[jnp.ndarray, chex.PRNGKey], jnp.ndarray],
+                        key: chex.PRNGKey, num_envs: int, num_steps: int) -> EpisodeSteps:
+    """Play ``num_steps`` decisions of ``num_envs`` robots without auto-reset, keeping every step's state, so a
+    trajectory can be written out (``rlrobot-validate --trajectory-csv``) or drawn."""
+    key_reset, key_run = jax.random.split(key)
+    obs, state = env.reset_batch(key_reset, params, num_envs)
+    step_env = jax.vmap(lambda k, s, a: env.step_env(k, s, a, params))
+
+    def body(carry, step_key):
+        obs, state, finished = carry
+        key_act, key_step = jax.random.split(step_key)
+        action = policy(obs, key_act)
+        obs, state, reward, terminated, truncated = step_env(jax.random.split(key_step, num_envs), state, action)
+        steps = EpisodeSteps(state=state, reward=reward, terminated=terminated, truncated=truncated,
+                             active=~finished)
+        return (obs, state, finished | terminated | truncated), steps
+
+    _, steps = jax.lax.scan(body, (obs, state, jnp.zeros(num_envs, bool)), jax.random.split(key_run, num_steps))
+    return steps

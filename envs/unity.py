@@ -169,7 +169,10 @@ def _resolve_build(file_name: str) -> str:
     if os.path.exists(path):
         raise UnityError(f"{file_name}: mlagents-envs strips '.app', '.exe', '.x86_64' and '.x86' anywhere in a build "
                          f"path, so it cannot launch this file; move it to a folder without those in its name")
-    raise UnityError(f"Unity build not found: {file_name} (looked for {path}, {path}.x86_64 and {path}.x86)")
+    import envs
+
+    builtin = "" if os.sep in file_name else f"; built-in scenes: {', '.join(envs.registered())}"
+    raise UnityError(f"Unity build not found: {file_name} (looked for {path}, {path}.x86_64 and {path}.x86){builtin}")
 
 
 class _Communicator(RpcCommunicator):

@@ -6,11 +6,12 @@ Errors in the config or the run folder print one ``[ERROR]`` line and exit with 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import signal
 import sys
 
-from rlrobot.config import ConfigError, load_run_settings
+from rlrobot.config import ConfigError, is_builtin_scene, load_run_settings
 from rlrobot.summaries import setup_logging
 
 logger = logging.getLogger("rlrobot")
@@ -20,7 +21,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rlrobot-learn", description=__doc__.split("\n")[0],
                                      argument_default=argparse.SUPPRESS)
     parser.add_argument("trainer_config_path", help="ML-Agents trainer YAML (e.g. configs/MobileRobot.yaml)")
-    parser.add_argument("--env", dest="env_path", help="a Unity build to train on instead of the JAX robot")
+    parser.add_argument("--env", dest="env_path",
+                        help="a built-in scene (MobileRobot, MobileRobotObstacles, MobileRobotTest2020, "
+                             "MobileRobotTest2021) or the path of a Unity build to train on")
     parser.add_argument("--run-id", dest="run_id", help="results go to <results-dir>/<run-id> (default: ppo)")
     parser.add_argument("--resume", action="store_true", help="continue the run from its last checkpoint")
     parser.add_argument("--force", action="store_true", help="overwrite an existing run with the same id")
@@ -40,6 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-compile-cache", dest="compile_cache", action="store_false", default=True,
                         help="compile afresh instead of loading a program compiled by an earlier run "
                              "(also RLROBOT_COMPILE_CACHE=0; the cache is in RLROBOT_CACHE_DIR or ~/.cache/rlrobot)")
+    parser.add_argument("--no-replays", dest="replays", action="store_false", default=True,
+                        help="write no replay GIF at checkpoints (also replay_settings: {enabled: false})")
     unity = parser.add_argument_group("Unity build (--env)")
     unity.add_argument("--base-port", dest="base_port", type=int, help="first port to listen on")
     unity.add_argument("--timeout-wait", dest="timeout_wait", type=int, help="seconds to wait for the player")
@@ -96,14 +101,18 @@ def main(argv: list[str] | None = None) -> int:
     scale = {name: args.pop(name) for name in SCALE_FLAGS if name in args}
     listen_address = args.pop("listen_address")
     compile_cache = args.pop("compile_cache")
+    replays = args.pop("replays")
     setup_logging(bool(args.get("debug", False)))
     try:
         settings = load_run_settings(config_path, args)
+        if not replays:
+            settings = dataclasses.replace(
+                settings, replay_settings=dataclasses.replace(settings.replay_settings, enabled=False))
         options = _scale_options(scale)
     except ConfigError as error:
         logger.error(str(error))
         return 2
-    if settings.env_settings.env_path is not None and scale:
+    if settings.env_settings.env_path is not None and not is_builtin_scene(settings.env_settings.env_path) and scale:
         logger.error(f"--{next(iter(scale)).replace('_', '-')}: scaling out applies to the JAX robot; with --env, "
                      f"use --num-envs to run several Unity players.")
         return 2
@@ -122,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     enable_compile_cache(cache_directory() if compile_cache else None)
 
     try:
-        if settings.env_settings.env_path is not None:
+        if settings.env_settings.env_path is not None and not is_builtin_scene(settings.env_settings.env_path):
             from rlrobot.unity_runner import run_unity_training  # mlagents-envs loads only for a Unity build
             return run_unity_training(settings, ["rlrobot-learn", *argv], listen_address=listen_address)
         return run_training(settings, ["rlrobot-learn", *argv], **options)

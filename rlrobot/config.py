@@ -41,6 +41,9 @@ RUN_KEYS = (
     "torch_settings",
     "debug",
 )
+# rlrobot's own top-level sections (ML-Agents has no such key): written to configuration.yaml only when not default,
+# so that a default run's configuration.yaml stays one mlagents-learn reads.
+RLROBOT_KEYS = ("replay_settings",)
 
 # --- limits on what is read ------------------------------------------------------
 # Counts, sizes and shapes reach the device as int32 (XLA shapes, loop counters, the step counter's increments).
@@ -372,6 +375,16 @@ class TrainerSettings:
         return self.checkpoint_interval
 
 
+# The JAX scenes ``env_settings.env_path`` / ``--env`` can name instead of a build (``envs.registered()``, kept here
+# so that reading a config loads no JAX).
+BUILTIN_SCENES = ("MobileRobot", "MobileRobotObstacles", "MobileRobotTest2020", "MobileRobotTest2021")
+
+
+def is_builtin_scene(env_path: str | None) -> bool:
+    """Whether ``env_path`` names a built-in scene (a bare scene name) rather than a Unity build (a path)."""
+    return env_path in BUILTIN_SCENES
+
+
 @dataclass(frozen=True)
 class EnvironmentSettings:
     """``env_settings``; on the JAX path ``num_envs`` is the number of parallel robots (None = auto)."""
@@ -452,6 +465,19 @@ class TorchSettings:
 
 
 @dataclass(frozen=True)
+class ReplaySettings:
+    """``replay_settings`` (rlrobot only): the GIF of a few episodes written at every checkpoint of a JAX run."""
+
+    enabled: bool = True
+    episodes: int = 4      # robots replayed, in arenas 0, 1, ...
+    steps: int = 200       # decisions drawn per episode at most
+
+    def __post_init__(self) -> None:
+        _require_int_range(self, "episodes", 1, 16, "must be a positive integer")
+        _require_int_range(self, "steps", 1, 1000, "must be a positive integer")
+
+
+@dataclass(frozen=True)
 class RunSettings:
     """Everything one ``mlagents-learn``-style run needs, fully defaulted."""
 
@@ -463,6 +489,7 @@ class RunSettings:
     debug: bool = False
     default_settings: TrainerSettings | None = None
     environment_parameters: dict[str, Any] | None = None
+    replay_settings: ReplaySettings = field(default_factory=ReplaySettings)
 
     def __post_init__(self) -> None:
         if not self.behaviors and self.default_settings is None:
@@ -485,7 +512,9 @@ class RunSettings:
 
     def to_dict(self) -> dict[str, Any]:
         """The fully defaulted settings in ML-Agents' ``configuration.yaml`` layout and order."""
-        return {key: _plain(getattr(self, key)) for key in RUN_KEYS}
+        data = {key: _plain(getattr(self, key)) for key in RUN_KEYS}
+        data.update({key: _plain(value) for key in RLROBOT_KEYS if (value := getattr(self, key)) != type(value)()})
+        return data
 
     def to_yaml(self) -> str:
         """``to_dict()`` as ``configuration.yaml`` text (``load_run_settings`` reads it back to equal settings)."""
@@ -965,7 +994,7 @@ def check_results_folder(checkpoint: CheckpointSettings) -> None:
 
 def _parse_run(raw: Mapping[str, Any], overrides: Mapping[str, Any]) -> RunSettings:
     for key in raw:
-        if key not in RUN_KEYS:
+        if key not in RUN_KEYS + RLROBOT_KEYS:
             raise ConfigError(f"The option {show_key(key)} was specified in your YAML file, but is invalid.")
     raw = _apply_overrides(raw, overrides)
     default_raw = raw.get("default_settings")
@@ -977,6 +1006,7 @@ def _parse_run(raw: Mapping[str, Any], overrides: Mapping[str, Any]) -> RunSetti
         debug=_to_bool(raw.get("debug", False), "debug"),
         default_settings=default,
         environment_parameters=_parse_environment_parameters(raw.get("environment_parameters")),
+        replay_settings=_build(ReplaySettings, raw.get("replay_settings"), "replay_settings"),
         **sections,
     )
     check_results_folder(run.checkpoint_settings)

@@ -27,6 +27,7 @@ Z95 = 1.959964
 # scene's 8 arenas, so robot i of every batch (robot offset + i overall) plays in arena i mod 8.
 JAX_BATCH = 65536
 MAX_STEPS_LIMIT = 2**31 - 1  # the simulator counts decisions in int32
+SECONDS_PER_DECISION = 0.02  # Unity's default fixed step, one decision per step
 
 
 def wilson_interval(successes: int, n: int) -> tuple[float, float]:
@@ -118,25 +119,56 @@ def load_policy(policy_file: Path):
     return OnnxPolicy(path=policy_file, observation_size=spec.obs_size, action_size=spec.action_size, act=act)
 
 
+def policy_in_scene(policy_file: Path, scene: str | None, deterministic: bool):
+    """The policy, the scene it plays in (``scene``, else the training scene of its observation size), the scene's
+    env and ``act(obs, key)``; a policy that does not fit the scene is a one-line ValueError."""
+    import envs
+
+    policy = load_policy(policy_file)
+    scene = scene or envs.TRAINING_SCENES.get(policy.observation_size)
+    if scene is None:
+        raise ValueError(f"{policy_file}: {policy.observation_size} observations match no built-in scene; "
+                         "pass --scene")
+    if scene not in envs.registered():
+        raise ValueError(f"--scene {scene}: not a built-in scene; known: {', '.join(envs.registered())}")
+    env = envs.make(scene)
+    if env.observation_size != policy.observation_size or env.action_size != policy.action_size:
+        raise ValueError(f"{policy_file}: the policy takes {policy.observation_size} observations and gives "
+                         f"{policy.action_size} actions, but {scene} has {env.observation_size} and "
+                         f"{env.action_size}")
+    act = (lambda obs, key: policy.act(obs)) if deterministic else (lambda obs, key: policy.act(obs, key))
+    return policy, scene, env, act
+
+
+def write_trajectory_csv(path: Path, policy_file: Path, scene: str | None, episodes: int, deterministic: bool,
+                         seed: int, max_steps: int) -> None:
+    """``time, x, z, reward`` after every decision of the first ``episodes`` episodes (robot i in arena i), as
+    ``Car_Agent_s8`` logs its test runs; ``time`` is simulated seconds at Unity's 0.02 s per decision, and an
+    ``episode`` column tells the episodes apart."""
+    import jax
+
+    from envs.rollout import first_episode_steps
+    from rlrobot.checkpoints import atomic_write_bytes
+
+    _, _, env, act = policy_in_scene(policy_file, scene, deterministic)
+    run = jax.jit(lambda key: first_episode_steps(env, env.default_params, act, key, episodes, max_steps))
+    steps = jax.device_get(run(jax.random.PRNGKey(seed)))
+    lines = ["time,x,z,reward,episode"]
+    for episode in range(episodes):
+        for t in np.flatnonzero(steps.active[:, episode]):
+            x, z = steps.state.pos[t, episode]
+            lines.append(f"{(t + 1) * SECONDS_PER_DECISION:.2f},{x:.4f},{z:.4f},{steps.reward[t, episode]:.4f},"
+                         f"{episode}")
+    atomic_write_bytes(path, ("\n".join(lines) + "\n").encode("utf-8"))
+
+
 def validate_in_jax(policy_file: Path, behavior: str | None, episodes: int, deterministic: bool, seed: int,
                     max_steps: int) -> tuple[str, dict]:
     import jax
 
-    import envs
     from envs.rollout import first_episodes
 
-    policy = load_policy(policy_file)
-    by_size = {envs.make(name).observation_size: name for name in envs.registered()}
-    behavior = behavior or by_size.get(policy.observation_size)
-    if behavior is None:
-        raise ValueError(f"{policy_file}: {policy.observation_size} observations match no built-in scene; "
-                         "pass --behavior")
-    env = envs.make(behavior)
-    if env.observation_size != policy.observation_size or env.action_size != policy.action_size:
-        raise ValueError(f"{policy_file}: the policy takes {policy.observation_size} observations and gives "
-                         f"{policy.action_size} actions, but {behavior} has {env.observation_size} and "
-                         f"{env.action_size}")
-    act = (lambda obs, key: policy.act(obs)) if deterministic else (lambda obs, key: policy.act(obs, key))
+    policy, behavior, env, act = policy_in_scene(policy_file, behavior, deterministic)
     run = jax.jit(lambda key, n: first_episodes(env, env.default_params, act, key, n, max_steps), static_argnums=1)
     key = jax.random.PRNGKey(seed)
     if episodes <= JAX_BATCH:  # one batch: the key as given
@@ -269,7 +301,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("policy", type=Path, help=".onnx file or results run folder")
     parser.add_argument("--episodes", type=int, default=512)
     parser.add_argument("--deterministic", action="store_true", help="act with the mean action (μ), not a sample")
-    parser.add_argument("--behavior", help="scene to run in (default: from the policy's observation size)")
+    parser.add_argument("--scene", "--behavior", dest="behavior",
+                        help="built-in scene to run in (default: the training scene of the policy's observation size)")
     parser.add_argument("--env", dest="env_path", help="also validate on this Unity build (or a stand-in player)")
     parser.add_argument("--base-port", type=int, default=5005, help="Unity: port mlagents-envs listens on")
     parser.add_argument("--timeout-wait", type=int, default=60, help="Unity: seconds to wait for the player")
@@ -280,6 +313,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-steps", type=int, default=3000, help="give up on an episode after this many decisions")
     parser.add_argument("--json", type=Path, help="where to write the table as JSON (default: beside the policy)")
+    parser.add_argument("--trajectory-csv", type=Path, metavar="PATH",
+                        help="also write time, x, z, reward per decision of the first --trajectory-episodes episodes")
+    parser.add_argument("--trajectory-episodes", type=int, default=2, metavar="N",
+                        help="episodes in --trajectory-csv (default 2, as the course's test scene runs)")
     return parser
 
 
@@ -303,6 +340,10 @@ def main(argv: list[str] | None = None) -> int:
     if problem:
         logger.error(f"{flag}: {problem}")
         return 2
+    problem = args.trajectory_csv and output_problem(args.trajectory_csv)
+    if problem:
+        logger.error(f"--trajectory-csv {args.trajectory_csv}: {problem}")
+        return 2
     try:
         behavior, summary = validate_in_jax(policy_file, args.behavior, args.episodes, args.deterministic, args.seed,
                                             args.max_steps)
@@ -310,6 +351,10 @@ def main(argv: list[str] | None = None) -> int:
         logger.error(str(error))
         return 2
     columns, behaviors = {"JAX sim": summary}, [behavior]
+    if args.trajectory_csv:
+        write_trajectory_csv(args.trajectory_csv, policy_file, behavior, args.trajectory_episodes,
+                             args.deterministic, args.seed, args.max_steps)
+        logger.info(f"Wrote {args.trajectory_csv}")
     if args.env_path:
         code = _unity_column(args, policy_file, columns, behaviors)
         if code:
@@ -358,6 +403,8 @@ def _report(args: argparse.Namespace, policy_file: Path, behaviors: list[str], c
 def _argument_problem(args: argparse.Namespace) -> str | None:
     if args.episodes < 1:
         return f"--episodes {args.episodes}: must be at least 1"
+    if not 1 <= args.trajectory_episodes <= 64:
+        return f"--trajectory-episodes {args.trajectory_episodes}: must be between 1 and 64"
     if not 1 <= args.max_steps <= MAX_STEPS_LIMIT:
         return f"--max-steps {args.max_steps}: must be between 1 and {MAX_STEPS_LIMIT}"
     if not -(2**63) <= args.seed < 2**63:

@@ -49,3 +49,10 @@ def test_the_block_is_solid():
         _, state, *_ = step(jax.random.PRNGKey(0), state, jnp.array([1.0, 0.0]), PARAMS)
     assert float(state.pos[1]) + 1.0 <= -0.356 + 1e-5  # the nose stops before the block
     np.testing.assert_allclose(state.pos[1], -1.5, atol=1e-5)  # after two 0.4 m steps
+
+
+def test_builtin_scene_names_are_the_registry():
+    """``rlrobot.config`` names the scenes without loading JAX; the list must be the registry's."""
+    from rlrobot.config import BUILTIN_SCENES
+
+    assert sorted(BUILTIN_SCENES) == envs.registered()
