@@ -95,10 +95,11 @@ class JaxTrainer:
         return parallel.place(parallel.broadcast_from_first(state), self.mesh, batch_dims=int(batched))
 
     def compile(self, state: TrainState, hparams: Hyperparams | None = None, *, inference: bool = False,
-                deterministic: bool = False, batched: bool = False):
-        """The ahead-of-time compiled ``(state, n, hparams) -> (state, Metrics)`` of ``train.make_train_iterations``."""
+                deterministic: bool = False, batched: bool = False, donate: bool = False):
+        """The ahead-of-time compiled ``(state, n, hparams) -> (state, Metrics)`` of ``train.make_train_iterations``
+        (``donate``: the state passed in is consumed)."""
         program = make_train_iterations(self.env, self.env_params, self.spec, inference=inference,
-                                        deterministic=deterministic, mesh=self.mesh, batched=batched)
+                                        deterministic=deterministic, mesh=self.mesh, batched=batched, donate=donate)
         return program.lower(state, jnp.int32(1), hparams).compile()
 
 
