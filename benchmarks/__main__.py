@@ -64,10 +64,11 @@ def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def matmul_rate(iterations: int, rows: int = 2048, width: int = 512) -> dict:
-    """float32 FLOP/s of a jitted chain of ``x = tanh(x @ w)`` with ``x[rows, width]``, ``w[width, width]``."""
-    x = jax.random.normal(jax.random.PRNGKey(0), (rows, width), jnp.float32)
-    w = jax.random.normal(jax.random.PRNGKey(1), (width, width), jnp.float32) / jnp.sqrt(width)
+def matmul_rate(iterations: int, rows: int = 2048, width: int = 512, dtype: Any = jnp.float32) -> dict:
+    """FLOP/s of a jitted chain of ``x = tanh(x @ w)`` with ``x[rows, width]``, ``w[width, width]`` in ``dtype``
+    (float32 by default, at JAX's default matmul precision)."""
+    x = jax.random.normal(jax.random.PRNGKey(0), (rows, width), jnp.float32).astype(dtype)
+    w = (jax.random.normal(jax.random.PRNGKey(1), (width, width), jnp.float32) / jnp.sqrt(width)).astype(dtype)
 
     def chain(x, w):
         return jax.lax.fori_loop(0, iterations, lambda _, x: jnp.tanh(x @ w), x)
@@ -77,8 +78,9 @@ def matmul_rate(iterations: int, rows: int = 2048, width: int = 512) -> dict:
     compile_s = time.perf_counter() - t0
     seconds = median_seconds(lambda: run(x, w).block_until_ready(), 3)
     flops = 2.0 * rows * width * width * iterations
-    return {"shape": f"[{rows},{width}]@[{width},{width}] + tanh", "iterations": iterations, "seconds": seconds,
-            "flops": flops, "flops_per_second": flops / seconds, "compile_s": compile_s}
+    return {"shape": f"[{rows},{width}]@[{width},{width}] + tanh", "dtype": jnp.dtype(dtype).name,
+            "iterations": iterations, "seconds": seconds, "flops": flops, "flops_per_second": flops / seconds,
+            "compile_s": compile_s}
 
 
 def mlp_forward_flops(sizes: list[int]) -> int:
