@@ -254,7 +254,8 @@ class Run:
 
     def _forget_previous_run(self) -> None:
         old = [*self.behavior_dir.glob(f"*{CHECKPOINT_SUFFIX}"), *self.behavior_dir.glob(f"{self.behavior}-*.onnx"),
-               self.dir / f"{self.behavior}.onnx", self.status_path]
+               *self.behavior_dir.glob(f"replays/{self.behavior}-*.gif"), self.dir / f"{self.behavior}.onnx",
+               self.status_path]
         for path in old:
             if path.is_file():
                 logger.warning(f"Deleting {path.relative_to(self.dir)} that was left over from a previous run.")
@@ -269,6 +270,19 @@ class Run:
             return [path]
         return self._attempt(lambda: self.checkpoints.save(state, step, self.last_reward, self.metadata,
                                                            extra_files=onnx_file))
+
+    def save_replay(self, step: int, gif: bytes, size: tuple[int, int]) -> Path | None:
+        """``<Behavior>/replays/<Behavior>-<step>.gif`` and the same GIF as TensorBoard's ``Replay`` image."""
+        if self.write_error is not None:
+            return None
+        path = self.behavior_dir / "replays" / f"{self.behavior}-{step}.gif"
+
+        def write() -> Path:
+            path.parent.mkdir(exist_ok=True)
+            atomic_write_bytes(path, gif)
+            self.writer.write_image("Replay", step, gif, *size)
+            return path
+        return self._attempt(write)
 
     def write_summary(self, step: int, summary: Summary, elapsed: float, rate: float, console: bool = True) -> None:
         """TensorBoard, ``metrics.jsonl`` and (``console``) ML-Agents' line, with rlrobot's extras on a line of their

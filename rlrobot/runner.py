@@ -19,6 +19,7 @@ import numpy as np
 from rlrobot import __version__, parallel
 from rlrobot.config import ConfigError, RunSettings
 from rlrobot.export import export_policy
+from rlrobot.render.replay import CheckpointReplays
 from rlrobot.run import (
     Cadence,
     Run,
@@ -98,6 +99,9 @@ def _train(settings: RunSettings, timers: Timers, stop: StopRequest, devices: in
     # The summary across runs follows training (a resumed run appends); --inference only logs to the console.
     group = (SeedsSummary(Path(cp.results_dir) / cp.run_id, members, clear_past_data=not cp.resume)
              if batched and runs and not cp.inference else None)
+    # Replays compile their small program on a worker thread while the training program compiles.
+    replays = (CheckpointReplays.start(trainer, settings.replay_settings, settings.behavior(
+        trainer.behavior).network_settings.deterministic, seed, states[0].agent) if runs and not cp.inference else None)
     with timers.time("compile"):
         t0 = time.perf_counter()
         program = trainer.compile(state, hparams, inference=cp.inference, batched=batched,
@@ -105,7 +109,7 @@ def _train(settings: RunSettings, timers: Timers, stop: StopRequest, devices: in
         compile_s = time.perf_counter() - t0
     timers.gauge("compile_seconds", compile_s)
     logger.info(f"Compiled the training step in {compile_s:.2f} s.")
-    loop = JaxTraining(settings, trainer, runs, members, group, timers)
+    loop = JaxTraining(settings, trainer, runs, members, group, timers, replays)
     if stop.requested:
         return loop.abandon()
     return loop.run(program, state, hparams, stop)
@@ -128,9 +132,10 @@ class JaxTraining:
     """Device calls between host wake-ups; summaries, checkpoints, NaN stops and the end go to the runs."""
 
     def __init__(self, settings: RunSettings, trainer: JaxTrainer, runs: list[Run], members: list[Member],
-                 group: SeedsSummary | None, timers: Timers) -> None:
+                 group: SeedsSummary | None, timers: Timers, replays: CheckpointReplays | None = None) -> None:
         self.settings, self.trainer, self.runs, self.members, self.group, self.timers = (
             settings, trainer, runs, members, group, timers)
+        self.replays = replays
         self.behavior = trainer.behavior
         self.config = settings.behavior(self.behavior)
         self.training = not settings.checkpoint_settings.inference
@@ -161,6 +166,8 @@ class JaxTraining:
                         self._save(state, new_step)
                         saved_step = new_step
                     step = new_step
+                    if self.replays is not None:
+                        self.replays.collect()
                     if bool(parallel.broadcast_from_first(np.bool_(any(run.failed for run in self.runs)))):
                         exit_code = 1
                         break
@@ -195,21 +202,33 @@ class JaxTraining:
     def _save(self, state: TrainState, step: int) -> None:
         host = parallel.gather(state)  # every process takes part; process 0 writes
         for index, run in enumerate(self.runs):
-            run.save(_member(host, index, self.batched), step)
+            if run.save(_member(host, index, self.batched), step) is not None:
+                self._replay(run, host, index, step)
+
+    def _replay(self, run: Run, host: TrainState, index: int, step: int) -> None:
+        """Draw the checkpoint's replay (``CheckpointReplays``), if replays are on."""
+        if self.replays is not None:
+            self.replays.submit(run, _member(host, index, self.batched).agent, step)
 
     def _finish(self, state: TrainState | None, step: int) -> None:
         host = None if state is None else parallel.gather(state)
         for index, run in enumerate(self.runs):
             run.finish(None if host is None else _member(host, index, self.batched), step)
+            if host is not None and not run.failed:
+                self._replay(run, host, index, step)
 
     def abandon(self) -> int:
         """Stopped during start-up (Ctrl+C or SIGTERM while compiling): close the runs; nothing was trained."""
         logger.info("Interrupted before training started; nothing was saved.")
+        if self.replays is not None:
+            self.replays.close(wait=False)
         for run in self.runs:
             run.writer.close()
         return 130
 
     def _close(self) -> None:
+        if self.replays is not None:
+            self.replays.close()
         for run in self.runs:
             run.close(self.timers)
         if self.group is not None:

@@ -188,6 +188,12 @@ class SummaryWriter:
         self._add(tb_summary.text("Hyperparameters", text), 0)
         self.flush()
 
+    def write_image(self, tag: str, step: int, encoded: bytes, width: int, height: int) -> None:
+        """An image summary of already encoded bytes (a GIF plays in TensorBoard's Images tab)."""
+        image = Summary.Image(height=height, width=width, colorspace=3, encoded_image_string=encoded)
+        self._add(Summary(value=[Summary.Value(tag=tag, image=image)]), step)
+        self.flush()
+
     def _add(self, summary: Summary, step: int) -> None:
         self._tb.write_event(event_pb2.Event(summary=summary, step=int(step), wall_time=time.time()))
 

@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).parents[1] / "envs"))  # unity_ports
 from unity_ports import free_base_port, no_leftover_players, standin_build  # noqa: E402,F401
 
 RECORDED = Path(__file__).parents[1] / "data" / "mlagents"
-OURS_ONLY = {"Environment/Success Rate"}
+OURS_ONLY = {"Environment/Success Rate", "Replay"}  # Replay: the GIF of each checkpoint (rlrobot.render.replay)
 
 
 def recorded_tags(name: str) -> set[str]:
