@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -55,11 +56,13 @@ def write_mp4(frames: list[Image.Image], path: Path, fps: float) -> Path:
     width, height = frames[0].size
     pad = ((-height) % 16, (-width) % 16)
     try:
-        with imageio.get_writer(tmp, format="FFMPEG", fps=fps, codec="libx264", pixelformat="yuv420p",
-                                macro_block_size=1, quality=7, ffmpeg_log_level="error") as writer:
-            for frame in frames:
-                rgb = np.asarray(frame.convert("RGB"))
-                writer.append_data(np.pad(rgb, ((0, pad[0]), (0, pad[1]), (0, 0)), mode="edge"))
+        with warnings.catch_warnings():  # JAX warns on every fork; ffmpeg is a plain subprocess that shares nothing
+            warnings.filterwarnings("ignore", message=r"os\.fork\(\) was called", category=RuntimeWarning)
+            with imageio.get_writer(tmp, format="FFMPEG", fps=fps, codec="libx264", pixelformat="yuv420p",
+                                    macro_block_size=1, quality=7, ffmpeg_log_level="error") as writer:
+                for frame in frames:
+                    rgb = np.asarray(frame.convert("RGB"))
+                    writer.append_data(np.pad(rgb, ((0, pad[0]), (0, pad[1]), (0, 0)), mode="edge"))
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
