@@ -5,22 +5,23 @@ import fcntl
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-UNITY = Path(__file__).resolve().parents[1] / "data" / "unity"
-POLICY_19 = UNITY / "MobileRobot-19obs.onnx"
-POLICY_22 = UNITY / "MobileRobot-22obs-497100.onnx"
-# One recording setting for every test that plays the 19-observation policy, so its program compiles once a session
-# (the test session's compile cache serves the command-line runs too).
-EPISODES, MAX_STEPS, SEED = 4, 80, 0
+sys.path.insert(0, str(Path(__file__).parent))  # render_helpers
+
+from render_helpers import EPISODES, MAX_STEPS, POLICY_19, SEED  # noqa: E402
 
 
 @pytest.fixture(scope="session")
 def recording_19():
+    """Unity's 19-observation policy, first episodes as ``rlrobot-render`` plays them with the shared setting."""
+    from rlrobot.compile_cache import cache_directory, enable_compile_cache
     from rlrobot.render.cli import record
 
+    enable_compile_cache(cache_directory())  # the test session's private cache (tests/conftest.py)
     return record(POLICY_19, None, EPISODES, False, SEED, MAX_STEPS)
 
 
