@@ -317,6 +317,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="also write time, x, z, reward per decision of the first --trajectory-episodes episodes")
     parser.add_argument("--trajectory-episodes", type=int, default=2, metavar="N",
                         help="episodes in --trajectory-csv (default 2, as the course's test scene runs)")
+    parser.add_argument("--render", type=Path, metavar="OUT",
+                        help="also draw the first --render-episodes episodes (.gif, .mp4, .png, .html: rlrobot-render)")
+    parser.add_argument("--render-episodes", type=int, default=8, metavar="N",
+                        help="episodes --render draws (default 8)")
     return parser
 
 
@@ -344,6 +348,12 @@ def main(argv: list[str] | None = None) -> int:
     if problem:
         logger.error(f"--trajectory-csv {args.trajectory_csv}: {problem}")
         return 2
+    from rlrobot.render.cli import validation_render_problem
+
+    problem = validation_render_problem(args)
+    if problem:
+        logger.error(problem)
+        return 2
     try:
         behavior, summary = validate_in_jax(policy_file, args.behavior, args.episodes, args.deterministic, args.seed,
                                             args.max_steps)
@@ -355,6 +365,10 @@ def main(argv: list[str] | None = None) -> int:
         write_trajectory_csv(args.trajectory_csv, policy_file, behavior, args.trajectory_episodes,
                              args.deterministic, args.seed, args.max_steps)
         logger.info(f"Wrote {args.trajectory_csv}")
+    if args.render:
+        from rlrobot.render.cli import render_validation
+
+        render_validation(args, policy_file, behavior)
     if args.env_path:
         code = _unity_column(args, policy_file, columns, behaviors)
         if code:

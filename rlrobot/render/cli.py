@@ -122,6 +122,35 @@ def write_recording(recording, out: Path, fps: float, cell: int, title: str) -> 
     return media.write(picture, out, fps)
 
 
+def validation_render_problem(args: argparse.Namespace) -> str | None:
+    """``rlrobot-validate --render OUT --render-episodes N``: what is wrong with them, checked before validating."""
+    if args.render is None:
+        return None
+    if not 1 <= args.render_episodes <= MAX_EPISODES:
+        return f"--render-episodes {args.render_episodes}: must be between 1 and {MAX_EPISODES}"
+    problem = output_problem(args.render)
+    return problem and f"--render {args.render}: {problem}"
+
+
+def render_validation(args: argparse.Namespace, policy_file: Path, scene_name: str) -> Path:
+    """Draw the first ``--render-episodes`` of the episodes ``rlrobot-validate`` just played in the JAX sim: the same
+    robots, keys and actions (its first batch of robots; see ``rlrobot.validate.JAX_BATCH``)."""
+    import jax
+
+    from rlrobot.validate import JAX_BATCH
+
+    robots = min(args.episodes, JAX_BATCH)
+    key = jax.random.PRNGKey(args.seed)
+    key = key if args.episodes <= JAX_BATCH else jax.random.fold_in(key, 0)
+    recording = record(policy_file, scene_name, min(args.render_episodes, robots), args.deterministic, args.seed,
+                       args.max_steps, num_envs=robots, key=key)
+    mode = "deterministic" if args.deterministic else "sampled"
+    title = f"{policy_file.name} in {scene_name}: validation episodes ({mode} actions, seed {args.seed})"
+    path = write_recording(recording, args.render, 10.0, 240, title)
+    logger.info(f"Wrote {path}: the first {recording.episodes} validation episodes.")
+    return path
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rlrobot-render", description=__doc__.split("\n")[0])
     parser.add_argument("policy", type=Path, help="results run folder, .ckpt or .onnx")

@@ -2,6 +2,8 @@
 nothing written."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -78,3 +80,30 @@ def test_a_file_that_is_no_policy_and_a_missing_encoder(tmp_path, capsys, monkey
     assert render(POLICY_19, "-o", tmp_path / "o.mp4") == 2
     assert capsys.readouterr().out.strip() == f"[ERROR] -o {tmp_path / 'o.mp4'}: writing .mp4 needs imageio-ffmpeg"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.onnx"]
+
+
+def test_validate_renders_the_episodes_it_counted(tmp_path, capsys, recording_19):
+    from rlrobot.validate import main as validate
+
+    out, table = tmp_path / "validation.html", tmp_path / "validation.json"
+    assert validate([str(POLICY_19), "--episodes", str(EPISODES), "--max-steps", str(MAX_STEPS), "--seed", str(SEED),
+                     "--render", str(out), "--json", str(table)]) == 0
+    assert f"[INFO] Wrote {out}: the first {EPISODES} validation episodes." in capsys.readouterr().out
+    page = out.read_text()
+    start = '<script id="data" type="application/json">'
+    data = json.loads(page[page.index(start) + len(start):page.index("</script>")].replace("<\\/", "</"))
+    summary = json.loads(table.read_text())["columns"]["JAX sim"]
+    lengths = [episode["length"] for episode in data["episodes"]]
+    returns = [episode["return"][-1] for episode in data["episodes"]]
+    assert np.mean(lengths) == pytest.approx(summary["mean_length"])
+    assert np.mean(returns) == pytest.approx(summary["mean_return"], abs=1e-3)
+    assert lengths == recording_19.length.tolist()
+
+
+def test_validate_refuses_a_bad_render_before_validating(tmp_path, capsys):
+    from rlrobot.validate import main as validate
+
+    assert validate([str(POLICY_19), "--render", str(tmp_path / "v.bmp"), "--json", str(tmp_path / "v.json")]) == 2
+    assert capsys.readouterr().out.strip() == (f"[ERROR] --render {tmp_path / 'v.bmp'}: unsupported format .bmp; use "
+                                               ".gif, .mp4, .png, .html")
+    assert not list(tmp_path.iterdir())
