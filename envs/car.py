@@ -75,15 +75,25 @@ def motion(yaw: jnp.ndarray, action: jnp.ndarray, action_mode: str, forward_step
 
 
 def move(pos: Vec, yaw: jnp.ndarray, delta: Vec, dyaw: jnp.ndarray, solids: Sequence[Box]) -> tuple[Vec, jnp.ndarray]:
-    """Apply a move with solid walls: translate (sliding along a wall if blocked), then rotate unless blocked."""
+    """Apply a move with solid obstacles: translate (sliding along a wall if blocked), then rotate.
+
+    Unity's ``Rotate`` always turns the car and the physics engine then pushes it out of whatever it overlaps, so a
+    car with its nose against a wall still turns (and slides off it): the turned body is pushed out of each solid in
+    turn along the shortest way (:func:`geometry.push_out`). Only if that leaves it overlapping something (a corner
+    pushing it into another solid) does the turn not happen.
+    """
     full = Vec(pos.x + delta.x, pos.z + delta.z)
     along_x, along_z = Vec(pos.x + delta.x, pos.z), Vec(pos.x, pos.z + delta.z)
     use_full, use_x, use_z = (body_is_free(p, yaw, solids) for p in (full, along_x, along_z))
-    new_x = jnp.where(use_full | use_x, full.x, pos.x)
-    new_z = jnp.where(use_full | (~use_x & use_z), full.z, pos.z)
+    moved = Vec(jnp.where(use_full | use_x, full.x, pos.x), jnp.where(use_full | (~use_x & use_z), full.z, pos.z))
     turned = wrap_degrees(yaw + dyaw)
-    new_yaw = jnp.where(body_is_free(Vec(new_x, new_z), turned, solids), turned, yaw)
-    return Vec(new_x, new_z), new_yaw
+    forward = geometry.heading(turned)
+    pushed = moved
+    for solid in solids:
+        push = geometry.push_out(body(pushed, forward), solid)
+        pushed = Vec(pushed.x + push.x, pushed.z + push.z)
+    ok = body_is_free(pushed, turned, solids)
+    return Vec(jnp.where(ok, pushed.x, moved.x), jnp.where(ok, pushed.z, moved.z)), jnp.where(ok, turned, yaw)
 
 
 def wrap_degrees(angle: jnp.ndarray) -> jnp.ndarray:

@@ -121,3 +121,33 @@ def boxes_overlap(a: Box, b: Box) -> jnp.ndarray:
     along_a_x = jnp.abs(dot(delta, right_of(forward))) < ax + bx * fz + bz * fx
     along_a_z = jnp.abs(dot(delta, forward)) < az + bx * fx + bz * fz
     return along_b_x & along_b_z & along_a_x & along_a_z
+
+
+PUSH_MARGIN = np.float32(1e-4)  # pushed this far past contact, so the moved box tests as free
+
+
+def push_out(a: Box, b: Box) -> Vec:
+    """The shortest move of box ``a`` that takes it out of box ``b`` (zero when they do not overlap).
+
+    The separating-axis test on the four face normals, keeping the axis of least overlap (the minimum translation
+    vector), as a physics engine's depenetration pushes a body out of a collider.
+    """
+    a_forward = Vec(0.0, 1.0) if a.forward is None else a.forward
+    b_forward = Vec(0.0, 1.0) if b.forward is None else b.forward
+    delta = Vec(a.center.x - b.center.x, a.center.z - b.center.z)
+    axes = (right_of(a_forward), a_forward, right_of(b_forward), b_forward)
+
+    def radius(half, forward: Vec, axis: Vec) -> Scalar:
+        return half[0] * jnp.abs(dot(right_of(forward), axis)) + half[1] * jnp.abs(dot(forward, axis))
+
+    along = [dot(delta, axis) for axis in axes]
+    overlaps = jnp.stack([radius(a.half, a_forward, axis) + radius(b.half, b_forward, axis) - jnp.abs(d)
+                          for axis, d in zip(axes, along)])
+    best = jnp.argmin(overlaps, axis=0)
+    depth = jnp.min(overlaps, axis=0) + PUSH_MARGIN
+    sign = jnp.where(jnp.stack(along) >= 0.0, 1.0, -1.0)
+    pick = [(best == i) * sign[i] * depth for i in range(4)]
+    inside = jnp.all(overlaps > 0.0, axis=0)
+    push_x = sum(p * jnp.broadcast_to(axis.x, p.shape) for p, axis in zip(pick, axes))
+    push_z = sum(p * jnp.broadcast_to(axis.z, p.shape) for p, axis in zip(pick, axes))
+    return Vec(jnp.where(inside, push_x, 0.0), jnp.where(inside, push_z, 0.0))

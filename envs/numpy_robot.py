@@ -17,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from envs import car
+from envs.geometry import PUSH_MARGIN
 from envs.mobile_robot import MobileRobotParams
 
 F32 = np.float32
@@ -118,8 +119,38 @@ class NumpyMobileRobot:
         new_x = np.where(use_full | use_x, full_x, x)
         new_z = np.where(use_full | (~use_x & use_z), full_z, z)
         turned = wrap_degrees(yaw + self.turn_step * a[:, 1])
-        new_yaw = np.where(self.body_is_free(new_x, new_z, *heading(turned)), turned, yaw)
-        return np.stack([new_x, new_z], axis=1), new_yaw
+        tx, tz = heading(turned)
+        px, pz = new_x, new_z
+        for wall in self.walls:  # the turn always happens; the body is pushed out of each wall in turn
+            push_x, push_z = self.push_out(px, pz, tx, tz, wall)
+            px, pz = px + push_x, pz + push_z
+        ok = self.body_is_free(px, pz, tx, tz)
+        return np.stack([np.where(ok, px, new_x), np.where(ok, pz, new_z)], axis=1), np.where(ok, turned, yaw)
+
+    def push_out(self, x: np.ndarray, z: np.ndarray, fx: np.ndarray, fz: np.ndarray,
+                 wall: tuple) -> tuple[np.ndarray, np.ndarray]:
+        """The shortest move taking the car body out of an axis-aligned wall (zero when apart): the axis of least
+        overlap among the four face normals (``envs.geometry.push_out``)."""
+        ax, az = self.body_half
+        wx, wz, bx, bz = wall
+        dx, dz = x + self.body_ahead * fx - wx, z + self.body_ahead * fz - wz
+        axes = ((fz, -fx), (fx, fz), (F32(1.0), F32(0.0)), (F32(0.0), F32(1.0)))
+        along, overlaps = [], []
+        for nx, nz in axes:
+            d = dx * nx + dz * nz
+            ra = ax * np.abs(fz * nx - fx * nz) + az * np.abs(fx * nx + fz * nz)
+            along.append(d)
+            overlaps.append(ra + bx * np.abs(nx) + bz * np.abs(nz) - np.abs(d))
+        overlaps_arr = np.stack(overlaps)
+        best = np.argmin(overlaps_arr, axis=0)
+        depth = np.min(overlaps_arr, axis=0) + PUSH_MARGIN
+        inside = np.all(overlaps_arr > 0, axis=0)
+        push_x = np.zeros_like(dx)
+        push_z = np.zeros_like(dz)
+        for i, (nx, nz) in enumerate(axes):
+            amount = np.where(inside & (best == i), np.where(along[i] >= 0, depth, -depth), F32(0.0))
+            push_x, push_z = push_x + amount * nx, push_z + amount * nz
+        return push_x.astype(F32), push_z.astype(F32)
 
     def rays(self, pos: np.ndarray, yaw: np.ndarray, goal: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Each robot's 18 sensor distances ``[N, 18]`` (inf beyond the ray length) and whether each sees the goal."""

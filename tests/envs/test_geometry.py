@@ -53,3 +53,17 @@ def test_rays_broadcast_against_a_box():
     directions = Vec(jnp.array([0.0, 1.0, 0.0]), jnp.array([1.0, 0.0, -1.0]))
     d = geometry.ray_box_distance(Ray(ORIGIN, directions), Box(Vec(0.0, 5.0), (2.0, 0.5)))
     np.testing.assert_allclose(d, [4.5, np.inf, np.inf], rtol=1e-6)
+
+
+def test_push_out_takes_the_shortest_way_out():
+    wall = Box(Vec(0.0, 0.0), (1.0, 1.0))
+    inside = Box(Vec(1.4, 0.2), (0.5, 0.5))  # 0.1 m deep along x, 0.3 m along z
+    push = geometry.push_out(inside, wall)
+    np.testing.assert_allclose([push.x, push.z], [0.1 + geometry.PUSH_MARGIN, 0.0], atol=1e-6)
+    moved = Box(Vec(1.4 + push.x, 0.2 + push.z), (0.5, 0.5))
+    assert not geometry.boxes_overlap(moved, wall)
+    apart = geometry.push_out(Box(Vec(3.0, 0.0), (0.5, 0.5)), wall)
+    assert float(apart.x) == 0.0 and float(apart.z) == 0.0
+    rotated = Box(Vec(0.0, 1.6), (0.5, 0.75), geometry.heading(30.0))
+    push = geometry.push_out(rotated, wall)
+    assert not geometry.boxes_overlap(Box(Vec(push.x, 1.6 + push.z), (0.5, 0.75), geometry.heading(30.0)), wall)

@@ -56,3 +56,23 @@ def test_builtin_scene_names_are_the_registry():
     from rlrobot.config import BUILTIN_SCENES
 
     assert sorted(BUILTIN_SCENES) == envs.registered()
+
+
+def test_a_car_with_its_nose_on_a_wall_still_turns():
+    """Unity's Rotate always turns the car, and the physics pushes it off the wall; refusing the turn instead left a
+    car pressed against a wall stuck for good (a trap for deterministic policies)."""
+    env = envs.make("MobileRobotObstacles")
+    params = env.default_params
+    state = MobileRobotObstaclesState(pos=jnp.array([0.0, -3.0]), yaw=jnp.float32(180.0), slot=jnp.int32(0),
+                                      t=jnp.int32(0), stage=jnp.int32(3))
+    for _ in range(10):  # forward, facing the near wall (yaw 180 faces -z)
+        _, state, *_ = env.step_env(None, state, jnp.array([1.0, 0.0]), params)
+    nose_gap = float(state.pos[1]) - 1.0 - (-5.016 + 0.2715)
+    assert abs(nose_gap) < 0.41  # against the wall
+    for _ in range(9):
+        _, state, *_ = env.step_env(None, state, jnp.array([0.0, 1.0]), params)
+    assert abs(float(state.yaw) - (-90.0)) < 1e-3  # turned 90° right
+    walls, blocks, goal = env.solids(jnp.int32(0), params)
+    from envs import car
+
+    assert bool(car.body_is_free(state.pos, state.yaw, walls + blocks + (goal,)))
