@@ -8,6 +8,7 @@ palette, so a GIF needs no colour quantisation: the static parts are drawn once 
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -93,7 +94,10 @@ class Glyphs:
             pen = ImageDraw.Draw(mask)
             pen.fontmode = "1"
             pen.text((0, 0), char, fill=1, font=self.font)
-            glyph = self.cache[char] = (mask, self.font.getlength(char))
+            advance = self.font.getlength(char)
+            if char == " ":  # the small default font's space is narrow: a third of the size reads better
+                advance = max(advance, self.font.size / 3)
+            glyph = self.cache[char] = (mask, advance)
         return glyph
 
     def width(self, text: str) -> float:
@@ -118,6 +122,7 @@ class Layout:
     header: int        # text band above each arena, pixels
     bounds: tuple[float, float, float, float]
     scale: float       # pixels per metre
+    footer: int = 0    # legend band below the grid, pixels
 
     @classmethod
     def of(cls, recording: Recording, cell: int) -> Layout:
@@ -129,7 +134,7 @@ class Layout:
 
     @property
     def size(self) -> tuple[int, int]:
-        return self.columns * self.cell, self.rows * (self.cell + self.header)
+        return self.columns * self.cell, self.rows * (self.cell + self.header) + self.footer
 
     def corner(self, k: int) -> tuple[int, int]:
         """Top-left pixel of robot k's cell (its header band)."""
@@ -164,6 +169,8 @@ class Painter:
         self.recording = recording
         self.layout = layout = Layout.of(recording, cell)
         self.text = Glyphs(max(9, cell // 22))
+        self.legend = self._legend_rows()
+        self.layout = layout = dataclasses.replace(layout, footer=len(self.legend) * self._legend_line + 4)
         self.line = max(1, round(cell / 200))
         origin, ends = scene.ray_segments(recording.pos, recording.yaw, recording.ray_distance,
                                           recording.sensor_behind, recording.ray_length)
@@ -210,7 +217,41 @@ class Painter:
             r = max(2, self.line * 3)
             draw.ellipse([start[0] - r, start[1] - r, start[0] + r, start[1] + r], outline=INK["start"],
                          width=self.line)
+        self._legend(image, draw)
         return image
+
+    @property
+    def _legend_line(self) -> int:
+        return self.text.font.size + 6
+
+    def _legend_rows(self) -> list[list[tuple[str | None, str, float]]]:
+        """The legend's entries ``(ink or None for plain text, label, x)``, wrapped into rows that fit the width."""
+        entries = [(None, "rays hit:"), ("ray_wall", "wall"), ("ray_block", "block"), ("ray_goal", "goal"),
+                   ("ray_nothing", "nothing"), ("penalty", "penalty step"), ("trail", "trail")]
+        width, swatch = self.layout.columns * self.layout.cell, self.text.font.size
+        rows, x = [[]], 4.0
+        for ink, label in entries:
+            needed = (swatch + 3 if ink else 0) + self.text.width(label)
+            if rows[-1] and x + needed > width - 4:
+                rows.append([])
+                x = 4.0
+            rows[-1].append((ink, label, x))
+            x += needed + self.text.width("   ")
+        return rows
+
+    def _legend(self, image: Image.Image, draw: ImageDraw.ImageDraw) -> None:
+        """Below the grid: what the rays' colours, the red dots and the blue line mean."""
+        layout = self.layout
+        top = layout.rows * (layout.cell + layout.header)
+        draw.rectangle([0, top, layout.size[0] - 1, layout.size[1] - 1], fill=INK["header"])
+        swatch = self.text.font.size
+        for row, entries in enumerate(self.legend):
+            y = top + 2 + row * self._legend_line + 3
+            for ink, label, x in entries:
+                if ink is not None:
+                    draw.rectangle([x, y + 2, x + swatch - 2, y + swatch], fill=INK[ink])
+                    x += swatch + 3
+                self.text.draw(image, (x, y), label, INK["text"])
 
     def frame(self, t: int, trail_from: int = 0) -> Image.Image:
         """Every arena at step ``t`` (clamped to each episode's length)."""
