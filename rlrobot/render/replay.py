@@ -14,6 +14,7 @@ import logging
 import math
 import os
 import threading
+import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
@@ -66,10 +67,17 @@ class CheckpointReplays:
         self.key = jax.random.fold_in(seed_key(seed), 0x52504C59)  # "RPLY": the same episodes at every checkpoint
         self.pending: list[tuple[Any, int, Future]] = []
         self.failed = False
+        self.drawn, self.cpu_seconds, self.compile_cpu_seconds = 0, 0.0, 0.0
         recorder = make_recorder(self.env, self.params, act, episodes, episodes, steps)
         example = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), agent_example)
         self.executor = ThreadPoolExecutor(1, thread_name_prefix="rlrobot-replay", initializer=_lower_priority)
-        self.program = self.executor.submit(lambda: recorder.lower(example, self.key).compile())
+        self.program = self.executor.submit(self._compile, recorder, example)
+
+    def _compile(self, recorder, example):
+        started = time.thread_time()
+        program = recorder.lower(example, self.key).compile()
+        self.compile_cpu_seconds = time.thread_time() - started
+        return program
 
     @classmethod
     def start(cls, trainer, replay_settings, deterministic: bool, seed: int, agent_example: Any):
@@ -88,8 +96,12 @@ class CheckpointReplays:
     def _render(self, agent: Any) -> tuple[bytes, tuple[int, int]]:
         from rlrobot.render.record import to_recording
 
-        trace = self.program.result()(agent, self.key)
-        return render_gif(to_recording(trace, self.env, self.params, self.scene))
+        program = self.program.result()
+        started = time.thread_time()
+        gif = render_gif(to_recording(program(agent, self.key), self.env, self.params, self.scene))
+        self.cpu_seconds += time.thread_time() - started
+        self.drawn += 1
+        return gif
 
     def submit(self, run, agent: Any, step: int) -> None:
         """Replay the networks ``agent`` (host arrays) of ``run`` at ``step``, in the background."""
@@ -122,3 +134,5 @@ class CheckpointReplays:
             self.pending = [p for p in self.pending if not p[2].cancelled()]
         self.collect(wait=True)
         self.executor.shutdown(wait=True)
+        logger.debug(f"Checkpoint replays: {self.drawn} drawn in {self.cpu_seconds:.3f} s of CPU time on their thread "
+                     f"(their program compiled in {self.compile_cpu_seconds:.3f} s of CPU time).")
