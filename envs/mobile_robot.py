@@ -20,6 +20,10 @@ in the same Unity step.
 
 Beyond the scene (off by default): ``random_spawn`` places car and goal anywhere in the arena,
 ``random_heading`` starts at any yaw, ``action_mode="wheels"`` reads the action as left/right wheel speeds.
+``spawn_randomness`` and ``heading_randomness`` are the same as numbers (a probability of a random spawn, a fraction
+of the ±180° yaw range), so that a curriculum or a sampler can move them without a recompile. Domain randomisation
+for the real robot (``envs.randomization``): ``action_noise``, ``actuation_scale``, ``observation_noise``,
+``ray_dropout`` and ``sensor_range``; they change what the robot does and senses, never how the reward is counted.
 """
 from __future__ import annotations
 
@@ -29,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from envs import car, geometry
+from envs import car, geometry, randomization
 from envs.api import Environment
 from envs.car import wall_boxes
 from envs.geometry import Vec
@@ -71,6 +75,13 @@ class MobileRobotParams:
     spawn_jitter: float = 0.5
     min_spawn_distance: float = 2.5    # random_spawn: closest the goal may start to the car
     max_episode_steps: int = 1000
+    spawn_randomness: float = 0.0      # probability that a reset places car and goal as random_spawn does
+    heading_randomness: float = 0.0    # the start yaw is uniform in ±180° times this (random_heading: 1)
+    action_noise: float = 0.0          # std of Gaussian noise on each (clipped) action component
+    actuation_scale: float = 1.0       # the motion is this times the commanded one (wheel slip, motor strength)
+    observation_noise: float = 0.0     # std of Gaussian noise on every observation (rays clipped to [0, 1])
+    ray_dropout: float = 0.0           # probability that a ray reads 1.0 (nothing) in an observation
+    sensor_range: float = 0.0          # rays see nothing beyond this many m in the observation (0: ray_length)
     action_mode: str = struct.field(pytree_node=False, default="unity")
     random_spawn: bool = struct.field(pytree_node=False, default=False)
     random_heading: bool = struct.field(pytree_node=False, default=False)
@@ -125,6 +136,7 @@ class MobileRobot(Environment[MobileRobotState, MobileRobotParams]):
         return MobileRobotParams()
 
     def reset_env(self, key, params, slot, prev_state):
+        draws = key  # the reset's own key: the extra streams below derive from it (envs.randomization.stream)
         if params.random_spawn:
             key, key_random = jax.random.split(key)
         # One draw for all of the reset's randomness: arena, car jitter (x, z), goal jitter (x, z)[, heading].
@@ -140,22 +152,32 @@ class MobileRobot(Environment[MobileRobotState, MobileRobotParams]):
         goal = jnp.asarray(params.goal_spawns, jnp.float32)[arena] + jitter[2:]
         if params.random_spawn:
             pos, goal = sample_random_spawn(key_random, params)
+        elif not randomization.is_off(params.spawn_randomness, 0.0):
+            key_coin, key_spawn = jax.random.split(randomization.stream(draws, "spawn"))
+            random_pos, random_goal = sample_random_spawn(key_spawn, params)
+            use = jax.random.uniform(key_coin) < params.spawn_randomness
+            pos, goal = jnp.where(use, random_pos, pos), jnp.where(use, random_goal, goal)
         yaw = (360.0 * u[5] - 180.0) if params.random_heading else jnp.float32(0.0)
+        if not params.random_heading and not randomization.is_off(params.heading_randomness, 0.0):
+            turn = jax.random.uniform(randomization.stream(draws, "heading"), minval=-180.0, maxval=180.0)
+            yaw = jnp.where(params.heading_randomness > 0.0, params.heading_randomness * turn, yaw)
         state = MobileRobotState(pos=pos, yaw=yaw, goal=goal, slot=jnp.where(slot < 0, arena, slot).astype(jnp.int32),
                                  t=jnp.int32(0))
         distances, _ = self._rays(state, params)
-        return self._observation(state, distances, params), state
+        return self._observation(state, distances, params, randomization.stream(draws, "reset")), state
 
     def step_env(self, key, state, action, params):
         chex.assert_shape(action, (self.action_size,))
-        delta, dyaw = car.motion(state.yaw, action, params.action_mode, params.forward_step, params.turn_step,
-                                 params.wheel_speed, params.wheel_base)
+        action = randomization.noisy_action(key, action, params)
+        forward_step, turn_step, wheel_speed = randomization.actuation(params)
+        delta, dyaw = car.motion(state.yaw, action, params.action_mode, forward_step, turn_step, wheel_speed,
+                                 params.wheel_base)
         pos, yaw = car.move(car.as_vec(state.pos), state.yaw, delta, dyaw, wall_boxes(params.walls))
         state = state.replace(pos=jnp.stack(pos), yaw=yaw, t=state.t + 1)
         distances, hit_goal = self._rays(state, params)
         reward, terminated = self._reward(distances, hit_goal, params)
         truncated = (state.t >= params.max_episode_steps) & ~terminated
-        return self._observation(state, distances, params), state, reward, terminated, truncated
+        return self._observation(state, distances, params, key), state, reward, terminated, truncated
 
     def _rays(self, state: MobileRobotState, params: MobileRobotParams) -> tuple[jnp.ndarray, jnp.ndarray]:
         """Each sensor's distance (inf beyond ``ray_length``) and whether what it sees first is the goal."""
@@ -165,11 +187,14 @@ class MobileRobot(Environment[MobileRobotState, MobileRobotParams]):
         distances, hit_goal = car.nearest_hit(walls, goal)
         return jnp.where(distances <= params.ray_length, distances, jnp.inf), hit_goal
 
-    def _observation(self, state, distances, params) -> jnp.ndarray:
+    def _observation(self, state, distances, params, key=None) -> jnp.ndarray:
+        """``[facing/180, d/ray_length…]`` as the robot senses it (``key`` draws the observation noise, if any)."""
         facing = car.facing_angle_deg(car.as_vec(state.pos), geometry.heading(state.yaw), car.as_vec(state.goal),
                                       params.goal_height - params.pivot_height, goal_first=True)
+        distances = randomization.sensed_distances(distances, params)
         rays = jnp.where(jnp.isfinite(distances), distances / params.ray_length, 1.0)
-        return jnp.concatenate([(facing / 180.0)[None], rays]).astype(jnp.float32)
+        obs = jnp.concatenate([(facing / 180.0)[None], rays]).astype(jnp.float32)
+        return randomization.noisy_observation(key, obs, 1, params)
 
     def _reward(self, distances, hit_goal, params) -> tuple[jnp.ndarray, jnp.ndarray]:
         close = distances < params.near_distance

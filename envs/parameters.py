@@ -5,14 +5,20 @@ scene's params dataclass (``envs.mobile_robot.MobileRobotParams``, ``envs.mobile
 MobileRobotObstaclesParams``). :data:`FIELDS` is the one table of what each settable field takes: the type (so
 ``random_spawn: "false"`` is refused instead of becoming True) and the range (so ``max_episode_steps: 0`` or a NaN
 reward fail at start-up with one line, not as a silent non-learning run or a NaN loss). Floats must be finite in
-float32, the dtype they reach the device in. Samplers and curricula are not supported on the JAX robot.
+float32, the dtype they reach the device in.
+
+Samplers and curricula (:func:`sampled_parameters`) need a field that is data in the compiled program (a pytree
+field of the params): each robot draws its own value at every reset (``envs.sampled``). Switches that select code
+when the program is compiled (``random_spawn``, ``random_heading``, ``action_mode``) take constants only; their
+numeric counterparts ``spawn_randomness`` and ``heading_randomness`` can be sampled. Every bound of a sampler (a
+uniform's ends, a Gaussian's mean, a multi-range's intervals) must lie in the field's range.
 """
 from __future__ import annotations
 
 import dataclasses
 import math
 import reprlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -147,17 +153,26 @@ FIELDS: dict[str, Field] = {
     "min_spawn_distance": DISTANCE,
     "random_spawn": Field("bool"),
     "random_heading": Field("bool"),
+    "spawn_randomness": real(0.0, 1.0),    # probability of a random spawn
+    "heading_randomness": real(0.0, 1.0),  # share of the ±180° yaw range
+    # domain randomisation (envs.randomization)
+    "action_noise": DISTANCE,            # std of the noise on each action component
+    "actuation_scale": DISTANCE,         # 0 stops the robot; 1 is the scene
+    "observation_noise": DISTANCE,       # std of the noise on each observation
+    "ray_dropout": real(0.0, 1.0),       # a probability
+    "sensor_range": DISTANCE,            # 0: as far as ray_length
     # the obstacle scene's stages
     "stage_angle": ANGLE,
     "head_occlusion_angle": ANGLE,
 }
 
 
-def check_parameter(name: str, value: Any) -> Any:
-    """``value`` converted for field ``name`` (see :data:`FIELDS`), or a :class:`ParameterError`."""
-    where = f"environment_parameters.{name}"
+def check_parameter(name: str, value: Any, where: str | None = None) -> Any:
+    """``value`` converted for field ``name`` (see :data:`FIELDS`), or a :class:`ParameterError` naming ``where``
+    (default ``environment_parameters.<name>``)."""
+    where = where or f"environment_parameters.{name}"
     if isinstance(value, Mapping):
-        raise ParameterError(f"{where}: only constant values are supported, not samplers or curricula")
+        raise ParameterError(f"{where}: a constant is needed here, not a sampler or curriculum")
     field = FIELDS[name]
     converted = field.convert(value)
     if converted is None:
@@ -165,21 +180,89 @@ def check_parameter(name: str, value: Any) -> Any:
     return converted
 
 
+def _check_name(env_params, name: Any) -> None:
+    """A settable field of this scene's params, or a ParameterError naming the ones there are."""
+    names = {f.name for f in dataclasses.fields(env_params)}
+    settable = sorted(names & set(FIELDS))
+    listed = ", ".join(settable)
+    if len(listed) > 300:  # the message stays one short line
+        listed = listed[:listed.rfind(", ", 0, 290)] + f", ... ({len(settable)} in all)"
+    if not isinstance(name, str) or name not in names:
+        raise ParameterError(f"environment_parameters.{_show(name) if not isinstance(name, str) else name[:60]}: "
+                             f"not a parameter of this scene ({listed})")
+    if name not in FIELDS:
+        raise ParameterError(f"environment_parameters.{name}: a structural constant of the scene, not settable "
+                             f"from the YAML ({listed} are)")
+
+
 def apply_environment_parameters(env_params, parameters: Mapping[str, Any] | None):
     """ML-Agents' ``environment_parameters`` (sent to Unity scenes) set fields of the JAX scene's params.
 
-    Constant values only (``max_episode_steps: 500``, ``random_spawn: true``), each checked against :data:`FIELDS`;
-    unknown names, structural fields (walls, spawn tables), samplers and curricula are refused with the name.
+    Constant values (``max_episode_steps: 500``, ``random_spawn: true``), each checked against :data:`FIELDS`;
+    unknown names and structural fields (walls, spawn tables) are refused with the name, and so are samplers and
+    curricula (:func:`sampled_parameters` takes those).
     """
-    names = {f.name for f in dataclasses.fields(env_params)}
-    settable = sorted(names & set(FIELDS))
     changes = {}
     for name, value in (parameters or {}).items():
-        if not isinstance(name, str) or name not in names:
-            raise ParameterError(f"environment_parameters.{_show(name) if not isinstance(name, str) else name[:60]}: "
-                                 f"not a parameter of this scene ({', '.join(settable)})")
-        if name not in FIELDS:
-            raise ParameterError(f"environment_parameters.{name}: a structural constant of the scene, not settable "
-                                 f"from the YAML ({', '.join(settable)} are)")
+        _check_name(env_params, name)
         changes[name] = check_parameter(name, value)
     return env_params.replace(**changes) if changes else env_params
+
+
+# What a sampler's arguments are called in the YAML, in the order ``envs.sampled`` takes them.
+SAMPLER_ARGUMENTS = {"constant": ("value",), "uniform": ("min_value", "max_value"), "gaussian": ("mean", "st_dev"),
+                     "multirangeuniform": ("intervals",)}
+# A sampled integer is a rounded float32 draw: keep it where float32 still counts whole numbers exactly.
+_INT_DRAW_MAX = float(2**24)
+
+
+def _is_static(env_params, name: str) -> bool:
+    """Whether a field is fixed when the program is compiled (``pytree_node=False``): it selects code."""
+    field = next(f for f in dataclasses.fields(env_params) if f.name == name)
+    return not field.metadata.get("pytree_node", True)
+
+
+def _check_sampler_bounds(name: str, where: str, kind: str, args: tuple) -> None:
+    """Every bound of a sampler inside the field's range (for an integer field, any real in it: draws are rounded)."""
+    field = FIELDS[name]
+    if kind == "constant":
+        check_parameter(name, args[0], f"{where}.value" if where.endswith("sampler_parameters") else where)
+        return
+    bounds = Field("float", field.low, field.high, field.low_open)
+    if kind == "uniform":
+        named = list(zip(("min_value", "max_value"), args))
+    elif kind == "gaussian":
+        named = [("mean", args[0])]
+    else:
+        named = [(f"intervals[{i}]", value) for i, interval in enumerate(args) for value in interval]
+    for key, value in named:
+        if bounds.convert(value) is None:
+            requirement = bounds.requirement().replace("must be a finite number", "must be")
+            raise ParameterError(f"{where}.{key}: {_show(value)} {requirement} (the range of {name})")
+
+
+def sampled_parameters(env_params, sampled: Mapping[str, Sequence[tuple[str, str, tuple]]]):
+    """``envs.sampled.SampledParameter``s for the parameters given as samplers or curricula.
+
+    ``sampled`` maps each name to its lessons' samplers as ``(where, kind, args)``: ``where`` is the YAML path of the
+    lesson's value, for the one-line error. The field must be settable, a pytree field (not a compile-time switch)
+    and numeric, and every sampler bound must lie in its range (:data:`FIELDS`).
+    """
+    from envs.sampled import SampledParameter
+
+    out = []
+    for name, lessons in sampled.items():
+        _check_name(env_params, name)
+        field = FIELDS[name]
+        if _is_static(env_params, name) or field.kind not in ("float", "int"):
+            hint = {"random_spawn": " (sample spawn_randomness, the probability of a random spawn, instead)",
+                    "random_heading": " (sample heading_randomness, the share of the ±180° range, instead)"}
+            raise ParameterError(f"environment_parameters.{name}: a switch fixed when the program is compiled, so it "
+                                 f"takes a constant only, not a sampler or curriculum{hint.get(name, '')}")
+        for where, kind, args in lessons:
+            _check_sampler_bounds(name, where, kind, args)
+        low = field.low if not field.low_open else max(field.low, 0.0) + 1e-6
+        high = min(field.high, _INT_DRAW_MAX) if field.kind == "int" else field.high
+        out.append(SampledParameter(name=name, lessons=tuple((kind, args) for _, kind, args in lessons),
+                                    low=low, high=high, integer=field.kind == "int"))
+    return tuple(out)

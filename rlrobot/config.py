@@ -959,9 +959,12 @@ def _parse_environment_parameters(value: Any, key: str = "environment_parameters
     """ML-Agents' ``environment_parameters``: a name -> constant or sampler/curriculum mapping (kept as given).
 
     Names are strings (the side channel's keys); constants are numbers (an int a float can hold), true/false or
-    strings (a JAX scene's ``action_mode``). Each scene field's type and range is checked where the scene is built
-    (``envs.parameters``); samplers and curricula are refused there and by the Unity path.
+    strings (a JAX scene's ``action_mode``); samplers and curricula follow ML-Agents' schema, checked here
+    (``rlrobot.curriculum``). Each scene field's type and range is checked where the scene is built
+    (``envs.parameters``); the Unity path refuses samplers and curricula.
     """
+    from rlrobot.curriculum import parse_parameter
+
     if value is None:
         return None
     if not isinstance(value, Mapping):
@@ -970,7 +973,10 @@ def _parse_environment_parameters(value: Any, key: str = "environment_parameters
         where = _join(key, name)
         if not isinstance(name, str):
             raise ConfigError(f"{where}: parameter names must be strings, not {type(name).__name__}.")
-        if isinstance(item, (bool, str, float, Mapping)) or _is_real(item):
+        if isinstance(item, Mapping):
+            parse_parameter(name, item, where)
+            continue
+        if isinstance(item, (bool, str, float)) or _is_real(item):
             continue  # a float may be NaN or inf here: each scene field says what it takes (envs.parameters)
         if _is_int(item):
             raise ConfigError(f"{where} ({show(item)}) is too large for a number.")

@@ -198,6 +198,8 @@ class Run:
         self.resumed_step = 0
         self.write_error: OSError | None = None
         self.environment_stats = EnvironmentStats()
+        self.resumed_metadata: dict = {}
+        self.curriculum = None  # rlrobot.curriculum.Curriculum of a run with environment_parameters (JAX robot)
 
     @property
     def latest_checkpoint(self) -> Path:
@@ -224,7 +226,7 @@ class Run:
 
     def _resume(self, state: Any, fields: tuple[str, ...] | None) -> Any:
         if fields is None:
-            state, self.resumed_step, _ = load_checkpoint(self.latest_checkpoint, state)
+            state, self.resumed_step, self.resumed_metadata = load_checkpoint(self.latest_checkpoint, state)
             return state
         loaded = {name: load_checkpoint(self.latest_checkpoint, getattr(state, name), field=name) for name in fields}
         self.resumed_step = next(iter(loaded.values()))[1]
@@ -300,7 +302,9 @@ class Run:
 
     def lesson_numbers(self) -> dict[str, float]:
         """ML-Agents logs ``Environment/Lesson Number/<param>`` for every environment parameter (0: no curriculum)."""
-        return {f"Environment/Lesson Number/{name}": 0.0 for name in self.settings.environment_parameters or {}}
+        lessons = self.curriculum.lesson_numbers() if self.curriculum is not None else {}
+        return {f"Environment/Lesson Number/{name}": float(lessons.get(name, 0))
+                for name in self.settings.environment_parameters or {}}
 
     def stopped_by_nan(self, step: int, where: str = "") -> None:
         logger.error(f"Training stopped at step {step}{where}: the loss or the network parameters became NaN/inf. "

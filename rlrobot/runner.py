@@ -19,6 +19,7 @@ import numpy as np
 from rlrobot import __version__, parallel
 from rlrobot.config import ConfigError, RunSettings
 from rlrobot.export import export_policy
+from rlrobot.lessons import Lessons
 from rlrobot.render.replay import CheckpointReplays
 from rlrobot.run import (
     Cadence,
@@ -93,6 +94,8 @@ def _train(settings: RunSettings, timers: Timers, stop: StopRequest, devices: in
     runs, states = _open_runs(trainer, settings, members, [trainer.init_state(m.seed) for m in members])
     _log_start(settings, trainer, seed, members)
     state = trainer.place(states, batched)
+    lessons = Lessons(trainer, settings, runs, batched, len(members))
+    state = lessons.start(state)
     table = hyperparameter_table(members, vars(Hyperparams.from_spec(trainer.spec)))
     hparams = None if table is None else parallel.replicate(Hyperparams(**table), trainer.mesh)
     cp = settings.checkpoint_settings
@@ -110,6 +113,7 @@ def _train(settings: RunSettings, timers: Timers, stop: StopRequest, devices: in
     timers.gauge("compile_seconds", compile_s)
     logger.info(f"Compiled the training step in {compile_s:.2f} s.")
     loop = JaxTraining(settings, trainer, runs, members, group, timers, replays)
+    loop.lessons = lessons
     if stop.requested:
         return loop.abandon()
     return loop.run(program, state, hparams, stop)
@@ -130,6 +134,8 @@ def _log_start(settings: RunSettings, trainer: JaxTrainer, seed: int, members: l
 
 class JaxTraining:
     """Device calls between host wake-ups; summaries, checkpoints, NaN stops and the end go to the runs."""
+
+    lessons: Lessons | None = None  # the curricula: lessons move after summaries
 
     def __init__(self, settings: RunSettings, trainer: JaxTrainer, runs: list[Run], members: list[Member],
                  group: SeedsSummary | None, timers: Timers, replays: CheckpointReplays | None = None) -> None:
@@ -161,6 +167,8 @@ class JaxTraining:
                     progress.update(new_step)
                     if self.cadence.summary_due(step, new_step):
                         self._summarize(self.cadence.label(new_step), pending, clock, new_step)
+                        if self.lessons is not None:
+                            state = self.lessons.update(state, new_step, pending)
                         pending = None
                     if self.training and self.cadence.checkpoint_due(step, new_step):
                         self._save(state, new_step)

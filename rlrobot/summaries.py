@@ -390,6 +390,11 @@ class TrainingStatus:
     def set_final(self, behavior: str, steps: int, file_path: str, reward: float | None, aux_paths: list[str]) -> None:
         self._behavior(behavior)["final_checkpoint"] = _checkpoint_entry(steps, file_path, reward, aux_paths)
 
+    def set_lesson(self, parameter: str, lesson: int) -> None:
+        """An environment parameter's lesson, kept as ML-Agents does: ``{<parameter>: {"lesson_num": n}}``."""
+        entry = self._behaviors.setdefault(parameter, {})
+        entry["lesson_num"] = int(lesson)
+
     def checkpoints(self, behavior: str) -> list[dict[str, Any]]:
         return list(self._behavior(behavior).get("checkpoints", []))
 

@@ -57,6 +57,17 @@ def apply_environment_parameters(env_params, parameters: dict | None):
         raise RunError(str(error)) from None
 
 
+def scene_with_parameters(env: Environment, parameters: dict | None, behavior: str) -> tuple[Environment, Any]:
+    """The scene with ML-Agents' ``environment_parameters``: constants set in its params, samplers and curricula drawn
+    per robot at every reset (``rlrobot.curriculum.make_scene``); a bad one is a one-line RunError."""
+    from rlrobot.curriculum import make_scene
+
+    try:
+        return make_scene(env, parameters, trained_behavior=behavior)
+    except env_parameters.ParameterError as error:
+        raise RunError(str(error)) from None
+
+
 def resolve_num_envs(settings: RunSettings, trainer: TrainerSettings, backend: str | None = None) -> int:
     """``env_settings.num_envs``, or the default for this backend (see ``train.default_num_envs``)."""
     return settings.env_settings.num_envs or default_num_envs(trainer, backend or jax.default_backend())
@@ -111,7 +122,7 @@ def build_jax_trainer(settings: RunSettings, behavior: str | None = None, *, num
     behavior = behavior or choose_behavior(settings)
     trainer = settings.behavior(behavior)
     env = envs.make(behavior)
-    env_params = apply_environment_parameters(env.default_params, settings.environment_parameters)
+    env, env_params = scene_with_parameters(env, settings.environment_parameters, behavior)
     robots = (num_envs or resolve_num_envs(settings, trainer)) * settings.env_settings.num_areas
     try:
         device_list = parallel.choose_devices(devices, robots)

@@ -163,13 +163,17 @@ def write_trajectory_csv(path: Path, policy_file: Path, scene: str | None, episo
 
 
 def validate_in_jax(policy_file: Path, behavior: str | None, episodes: int, deterministic: bool, seed: int,
-                    max_steps: int) -> tuple[str, dict]:
+                    max_steps: int, env_parameters: dict | None = None) -> tuple[str, dict]:
+    """``env_parameters``: ML-Agents' ``environment_parameters`` for the scene (each robot draws its samplers'
+    values; a curriculum plays its last lesson)."""
     import jax
 
     from envs.rollout import first_episodes
+    from rlrobot.curriculum import make_scene
 
     policy, behavior, env, act = policy_in_scene(policy_file, behavior, deterministic)
-    run = jax.jit(lambda key, n: first_episodes(env, env.default_params, act, key, n, max_steps), static_argnums=1)
+    env, params = make_scene(env, env_parameters, last_lesson=True)
+    run = jax.jit(lambda key, n: first_episodes(env, params, act, key, n, max_steps), static_argnums=1)
     key = jax.random.PRNGKey(seed)
     if episodes <= JAX_BATCH:  # one batch: the key as given
         stats = jax.device_get(run(key, episodes))
@@ -313,6 +317,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-steps", type=int, default=3000, help="give up on an episode after this many decisions")
     parser.add_argument("--json", type=Path, help="where to write the table as JSON (default: beside the policy)")
+    parser.add_argument("--env-parameters", metavar="FILE",
+                        help="environment_parameters for the JAX scene, from a YAML (a trainer config such as the "
+                             "run's configuration.yaml, or a bare mapping); a curriculum plays its last lesson")
     parser.add_argument("--trajectory-csv", type=Path, metavar="PATH",
                         help="also write time, x, z, reward per decision of the first --trajectory-episodes episodes")
     parser.add_argument("--trajectory-episodes", type=int, default=2, metavar="N",
@@ -355,8 +362,9 @@ def main(argv: list[str] | None = None) -> int:
         logger.error(problem)
         return 2
     try:
+        env_parameters = _env_parameters(args.env_parameters)
         behavior, summary = validate_in_jax(policy_file, args.behavior, args.episodes, args.deterministic, args.seed,
-                                            args.max_steps)
+                                            args.max_steps, env_parameters)
     except ValueError as error:
         logger.error(str(error))
         return 2
@@ -412,6 +420,22 @@ def _report(args: argparse.Namespace, policy_file: Path, behaviors: list[str], c
         return 2
     logger.info(f"Wrote {out}")
     return 0
+
+
+def _env_parameters(path: str | None) -> dict | None:
+    """``--env-parameters FILE`` read and checked (a problem is a one-line ValueError)."""
+    if path is None:
+        return None
+    from rlrobot.config import ConfigError
+    from rlrobot.curriculum import load_environment_parameters
+
+    try:
+        parameters = load_environment_parameters(path)
+    except ConfigError as error:
+        raise ValueError(str(error)) from None
+    logger.info(f"Environment parameters from {path}: {', '.join(parameters) or 'none'} (curricula at their last "
+                f"lesson).")
+    return parameters
 
 
 def _argument_problem(args: argparse.Namespace) -> str | None:

@@ -22,10 +22,12 @@ from typing import Any
 import pytest
 import yaml
 
+import envs
 from envs.mobile_robot import MobileRobotParams
 from envs.mobile_robot_obstacles import MobileRobotObstaclesParams
 from envs.parameters import FIELDS, ParameterError, apply_environment_parameters, check_parameter
 from rlrobot.config import ConfigError, RunSettings, load_run_settings
+from rlrobot.curriculum import make_scene
 from rlrobot.limits import ResourceError, check_training_size
 from rlrobot.seeds import load_sweep
 from rlrobot.train import make_train_spec
@@ -181,8 +183,32 @@ def _structured(rng: random.Random, tree: dict) -> dict:
 
 def _environment_parameters(rng: random.Random) -> dict:
     names = [*FIELDS, "gravity", "walls", "car_spawns"]
-    return {rng.choice(names): _hostile(rng, [500, 0.25, "wheels", "unity", 1.0])
+    return {rng.choice(names): _sampled(rng) if rng.random() < 0.3 else _hostile(rng, [500, 0.25, "wheels", "unity",
+                                                                                         1.0])
             for _ in range(rng.randint(1, 4))}
+
+
+def _sampled(rng: random.Random) -> dict:
+    """A sampler or a curriculum, with a hostile value somewhere in it."""
+    def number() -> Any:
+        return _hostile(rng, [0.5, 1, 0.0]) if rng.random() < 0.3 else rng.choice([0.0, 0.5, 1.0, 3.0])
+
+    def sampler() -> dict:
+        kind = rng.choice(["uniform", "gaussian", "multirangeuniform", "constant", "poisson"])
+        arguments = {"uniform": ["min_value", "max_value"], "gaussian": ["mean", "st_dev"], "constant": ["value"],
+                     "multirangeuniform": ["intervals"], "poisson": ["lam"]}[kind]
+        return {"sampler_type": kind, "sampler_parameters": {
+            name: [[number(), number()]] if name == "intervals" else number() for name in arguments}}
+
+    if rng.random() < 0.5:
+        return sampler()
+    lessons = [{"name": f"L{i}", "value": sampler() if rng.random() < 0.5 else number(),
+                "completion_criteria": {"behavior": rng.choice(["MobileRobot", "Other"]),
+                                        "measure": rng.choice(["reward", "progress", "time"]),
+                                        "threshold": number(), "min_lesson_length": rng.choice([0, 10, -1])}}
+               for i in range(rng.randint(1, 3))]
+    lessons[-1].pop("completion_criteria")
+    return {"curriculum": lessons}
 
 
 OVERRIDE_VALUES: dict[str, list[Any]] = {
@@ -326,6 +352,11 @@ def check_loaded(settings: RunSettings, tmp_path: Path, runs: int) -> None:
             apply_environment_parameters(params, settings.environment_parameters)
         except ParameterError as error:
             assert_one_line(str(error), "environment_parameters.")
+    for scene in ("MobileRobot", "MobileRobotObstacles"):  # samplers and curricula too
+        try:
+            make_scene(envs.make(scene), settings.environment_parameters, trained_behavior="MobileRobot")
+        except ParameterError as error:
+            assert_one_line(str(error), "environment_parameters.")
     out = tmp_path / "out" / "configuration.yaml"
     settings.dump_yaml(str(out))
     again = load_run_settings(str(out))
@@ -437,7 +468,7 @@ REFUSED = [
     ("action_mode", "fly", "action_mode: 'fly' must be one of: unity, wheels"),
     ("action_mode", 1, "action_mode: 1 must be one of"),
     ("goal_radius", "x" * 10_000, "goal_radius: 'xxxx"),
-    ("goal_radius", {"sampler_type": "uniform"}, "goal_radius: only constant values are supported"),
+    ("goal_radius", {"sampler_type": "uniform"}, "goal_radius: a constant is needed here, not a sampler"),
 ]
 
 
@@ -484,3 +515,129 @@ def test_cli_refuses_a_string_boolean_in_one_line(tmp_path, capsys, monkeypatch)
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[-1] == ("[ERROR] environment_parameters.random_spawn: 'false' must be true or false (or 1 / 0, as "
                          "ML-Agents sends it)")
+
+
+# --- samplers and curricula: ML-Agents' schema (rlrobot.curriculum), then each scene field (envs.parameters) -------
+
+LESSON = "{name: L, value: 1.0, completion_criteria: {behavior: MobileRobot, threshold: 1.0}}"
+SCHEMA_REFUSED = [
+    ("{x: {sampler_parameters: {}}}", "environment_parameters.x: Sampler configuration does not contain "
+                                      "sampler_type : {'sampler_parameters': {}}."),
+    ("{x: {sampler_type: uniform}}", "environment_parameters.x: Sampler configuration does not contain "
+                                     "sampler_parameters : {'sampler_type': 'uniform'}."),
+    ("{x: {sampler_type: poisson, sampler_parameters: {}}}",
+     "environment_parameters.x.sampler_type: 'poisson' is not a valid ParameterRandomizationType (uniform, "
+     "gaussian, multirangeuniform, constant)."),
+    ("{x: {sampler_type: uniform, sampler_parameters: {low: 1}}}", "environment_parameters.x.sampler_parameters: "
+     "The option low was specified in your YAML file for UniformSettings, but is invalid."),
+    ("{x: {sampler_type: uniform, sampler_parameters: {min_value: 2, max_value: 1}}}",
+     "environment_parameters.x.sampler_parameters: Minimum value is greater than maximum value in uniform sampler."),
+    ("{x: {sampler_type: uniform, sampler_parameters: {min_value: .nan}}}",
+     "environment_parameters.x.sampler_parameters.min_value (nan) must be a finite number."),
+    ("{x: {sampler_type: gaussian, sampler_parameters: {st_dev: -1}}}",
+     "environment_parameters.x.sampler_parameters.st_dev (-1.0) must be >= 0."),
+    ("{x: {sampler_type: gaussian, sampler_parameters: [1]}}",
+     "environment_parameters.x.sampler_parameters: Unsupported config [1] for GaussianSettings."),
+    ("{x: {sampler_type: uniform, sampler_parameters: {seed: 3}}}",
+     "environment_parameters.x.sampler_parameters.seed: per-sampler seeds are not supported"),
+    ("{x: {sampler_type: multirangeuniform, sampler_parameters: {intervals: [[1, 2, 3]]}}}",
+     "environment_parameters.x.sampler_parameters.intervals[0]: The sampling interval [1, 2, 3] must contain "
+     "exactly two values."),
+    ("{x: {sampler_type: multirangeuniform, sampler_parameters: {intervals: [[0, 1], [3, 2]]}}}",
+     "intervals[1]: Minimum value is greater than maximum value in interval [3.0, 2.0]."),
+    ("{x: {sampler_type: multirangeuniform, sampler_parameters: {intervals: []}}}",
+     "intervals ([]) must be a list of [min, max] intervals."),
+    ("{x: {sampler_type: uniform, sampler_parameters: {}, extra: 1}}", "environment_parameters.x: The option extra "
+     "was specified in your YAML file for ParameterRandomizationSettings, but is invalid."),
+    ("{x: {curriculum: [], other: 1}}", "environment_parameters.x: The option other was specified in your YAML file "
+     "for EnvironmentParameterSettings, but is invalid."),
+    ("{x: {curriculum: []}}", "environment_parameters.x.curriculum ([]) must be a list of lessons"),
+    ("{x: {curriculum: 3}}", "environment_parameters.x.curriculum (3) must be a list of lessons"),
+    ("{x: {curriculum: [{name: A, value: 1}, {name: B, value: 2}]}}",
+     "environment_parameters.x.curriculum[0]: A non-terminal lesson does not have a completion_criteria for x."),
+    ("{x: {curriculum: [{name: A}]}}", "environment_parameters.x.curriculum[0]: a Lesson needs a value."),
+    ("{x: {curriculum: [{value: 1}]}}", "environment_parameters.x.curriculum[0]: a Lesson needs a name."),
+    ("{x: {curriculum: [{name: A, value: 1, when: 3}]}}", "environment_parameters.x.curriculum[0]: The option when "
+     "was specified in your YAML file for Lesson, but is invalid."),
+    ("{x: {curriculum: [{name: A, value: [1]}]}}", "environment_parameters.x.curriculum[0].value: Unsupported "
+     "parameter randomization configuration [1]."),
+    ("{x: {curriculum: [{name: A, value: {sampler_type: uniform}}]}}", "environment_parameters.x.curriculum[0]"
+     ".value: Sampler configuration does not contain sampler_parameters"),
+    ("{x: {curriculum: [{name: A, value: 1, completion_criteria: {threshold: 1}}, {name: B, value: 2}]}}",
+     "environment_parameters.x.curriculum[0].completion_criteria: CompletionCriteriaSettings needs behavior"),
+    ("{x: {curriculum: [{name: A, value: 1, completion_criteria: {behavior: B, measure: time}}, "
+     "{name: B, value: 2}]}}", "completion_criteria.measure: 'time' is not a valid MeasureType (progress, reward)."),
+    ("{x: {curriculum: [{name: A, value: 1, completion_criteria: {behavior: B, measure: progress, threshold: 2}}, "
+     "{name: B, value: 2}]}}", "completion_criteria.threshold: Threshold for next lesson cannot be greater than 1 "
+     "when the measure is progress."),
+    ("{x: {curriculum: [{name: A, value: 1, completion_criteria: {behavior: B, measure: progress, threshold: -1}}, "
+     "{name: B, value: 2}]}}", "Threshold for next lesson cannot be negative when the measure is progress."),
+    ("{x: {curriculum: [{name: A, value: 1, completion_criteria: {behavior: B, min_lesson_length: -1}}, "
+     "{name: B, value: 2}]}}", "completion_criteria.min_lesson_length (-1) must be an integer >= 0 (episodes)."),
+    ("{x: {curriculum: [{name: A, value: 1, completion_criteria: {behavior: B, require_reset: 'yes'}}, "
+     "{name: B, value: 2}]}}", "completion_criteria.require_reset ('yes') must be true or false."),
+    ("{x: {curriculum: [{name: A, value: 1, completion_criteria: {behavior: B, speed: 1}}, {name: B, value: 2}]}}",
+     "The option speed was specified in your YAML file for CompletionCriteriaSettings, but is invalid."),
+    (f"{{x: {{curriculum: [{', '.join([LESSON] * 101)}]}}}}", "x.curriculum: 101 lessons; rlrobot takes at most 100."),
+]
+
+
+@pytest.mark.parametrize(("parameters", "expected"), SCHEMA_REFUSED)
+def test_malformed_samplers_and_curricula_are_refused_in_ml_agents_words(tmp_path, parameters, expected):
+    path = tmp_path / "c.yaml"
+    path.write_text(f"behaviors: {{MobileRobot: {{trainer_type: ppo}}}}\nenvironment_parameters: {parameters}\n")
+    with pytest.raises(ConfigError) as info:
+        load_run_settings(str(path))
+    message = str(info.value)
+    assert message.startswith(f"{path}: ") and expected in message, message
+    assert "\n" not in message and len(message) < 500
+
+
+SCENE_REFUSED = [
+    ({"random_spawn": {"sampler_type": "uniform", "sampler_parameters": {}}},
+     "environment_parameters.random_spawn: a switch fixed when the program is compiled, so it takes a constant only, "
+     "not a sampler or curriculum (sample spawn_randomness, the probability of a random spawn, instead)"),
+    ({"action_mode": {"curriculum": [{"name": "A", "value": 1, "completion_criteria": {"behavior": "MobileRobot"}},
+                                     {"name": "B", "value": 2}]}}, "environment_parameters.action_mode: a switch"),
+    ({"gravity": {"sampler_type": "uniform", "sampler_parameters": {}}},
+     "environment_parameters.gravity: not a parameter of this scene"),
+    ({"ray_dropout": {"sampler_type": "uniform", "sampler_parameters": {"max_value": 1.5}}},
+     "environment_parameters.ray_dropout.sampler_parameters.max_value: 1.5 must be in [0, 1] (the range of "
+     "ray_dropout)"),
+    ({"goal_radius": {"sampler_type": "gaussian", "sampler_parameters": {"mean": -1}}},
+     "environment_parameters.goal_radius.sampler_parameters.mean: -1.0 must be > 0 (the range of goal_radius)"),
+    ({"max_episode_steps": {"curriculum": [
+        {"name": "A", "value": 10, "completion_criteria": {"behavior": "MobileRobot"}},
+        {"name": "B", "value": 0}]}},
+     "environment_parameters.max_episode_steps.curriculum[1].value: 0.0 must be an integer in [1, 2147483647]"),
+    ({"spawn_randomness": {"curriculum": [
+        {"name": "A", "value": 0, "completion_criteria": {"behavior": "Other"}}, {"name": "B", "value": 1}]}},
+     "environment_parameters.spawn_randomness.curriculum[0].completion_criteria.behavior: Other is not the behavior "
+     "being trained (MobileRobot), so the lesson would never end."),
+    ({"stage_angle": {"sampler_type": "uniform", "sampler_parameters": {}}},
+     "environment_parameters.stage_angle: not a parameter of this scene"),
+]
+
+
+@pytest.mark.parametrize(("parameters", "expected"), SCENE_REFUSED)
+def test_samplers_need_a_numeric_field_of_the_scene_and_its_range(parameters, expected):
+    import envs
+    from rlrobot.curriculum import make_scene
+
+    with pytest.raises(ParameterError) as info:
+        make_scene(envs.make("MobileRobot"), parameters, trained_behavior="MobileRobot")
+    assert str(info.value) == expected or str(info.value).startswith(expected), str(info.value)
+
+
+def test_cli_refuses_a_bad_curriculum_in_one_line(tmp_path, capsys, monkeypatch):
+    from rlrobot.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    config = tmp_path / "bad.yaml"
+    config.write_text("behaviors:\n  MobileRobot:\n    trainer_type: ppo\n"
+                      "environment_parameters: {random_heading: {curriculum: [{name: A, value: 0.0, "
+                      "completion_criteria: {behavior: MobileRobot}}, {name: B, value: 1.0}]}}\n")
+    assert main([str(config), "--run-id=e"]) == 2
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[-1].startswith("[ERROR] environment_parameters.random_heading: a switch fixed when the program is "
+                                "compiled") and not (tmp_path / "results").exists()
