@@ -3,8 +3,8 @@
 
 The cost is kept off the training loop: the recording program is compiled once, on a worker thread, while the
 training program compiles; at a checkpoint the loop only hands the worker the networks it already gathered for the
-checkpoint. The worker (at a lower CPU priority where the system allows it) plays the episodes, draws them and
-encodes the GIF; the loop writes finished ones at its next wake-up. Every checkpoint replays the same episodes (the
+checkpoint. The worker plays the episodes, draws them and encodes the GIF (tens of milliseconds of CPU time); the loop
+writes finished ones at its next wake-up. Every checkpoint replays the same episodes (the
 same starts and, for a sampled policy, the same noise), so replays show the policy changing, not the luck of the draw.
 Without Pillow the replays are skipped with one warning.
 """
@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
-import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
@@ -25,15 +23,7 @@ logger = logging.getLogger("rlrobot")
 CELL_PIXELS = 160        # per arena: small, so that drawing and encoding stay cheap
 MAX_FRAMES = 40          # longer episodes are drawn every few steps
 STEPS_PER_SECOND = 10.0  # playback speed, in decisions per second
-NICE = 10                # the worker's CPU priority offset (Linux: per thread)
 REPLAY_TAG = "Replay"
-
-
-def _lower_priority() -> None:
-    try:
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), NICE)
-    except (AttributeError, OSError):  # not Linux, or not allowed: run at the normal priority
-        pass
 
 
 def render_gif(recording, cell: int = CELL_PIXELS, max_frames: int = MAX_FRAMES) -> tuple[bytes, tuple[int, int]]:
@@ -54,7 +44,6 @@ class CheckpointReplays:
     def __init__(self, trainer, episodes: int, steps: int, deterministic: bool, seed: int, agent_example: Any) -> None:
         from rlrobot.networks import env_action, policy_distribution, sample_action
         from rlrobot.render.record import make_recorder
-        from rlrobot.trainer import seed_key
 
         network = trainer.spec.network
 
@@ -64,17 +53,20 @@ class CheckpointReplays:
 
         self.env, self.params = trainer.env, trainer.env_params
         self.scene = getattr(trainer, "scene", trainer.behavior)
-        self.key = jax.random.fold_in(seed_key(seed), 0x52504C59)  # "RPLY": the same episodes at every checkpoint
+        self.seed = seed
         self.pending: list[tuple[Any, int, Future]] = []
         self.failed = False
         self.drawn, self.cpu_seconds, self.compile_cpu_seconds = 0, 0.0, 0.0
         recorder = make_recorder(self.env, self.params, act, episodes, episodes, steps)
         example = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), agent_example)
-        self.executor = ThreadPoolExecutor(1, thread_name_prefix="rlrobot-replay", initializer=_lower_priority)
+        self.executor = ThreadPoolExecutor(1, thread_name_prefix="rlrobot-replay")
         self.program = self.executor.submit(self._compile, recorder, example)
 
     def _compile(self, recorder, example):
+        from rlrobot.trainer import seed_key
+
         started = time.thread_time()
+        self.key = jax.random.fold_in(seed_key(self.seed), 0x52504C59)  # "RPLY": the same episodes every time
         program = recorder.lower(example, self.key).compile()
         self.compile_cpu_seconds = time.thread_time() - started
         return program
