@@ -35,7 +35,7 @@ from rlrobot.run import (
 from rlrobot.seeds import Member, SeedsSummary, hyperparameter_table, member_settings, plan_members
 from rlrobot.summaries import Progress, Timers, console_line, extras_line, hyperparameters_text
 from rlrobot.train import Hyperparams, Metrics, TrainState, summarize
-from rlrobot.trainer import JaxTrainer, build_jax_trainer, checkpoint_metadata, choose_behavior
+from rlrobot.trainer import JaxTrainer, build_jax_trainer, checkpoint_metadata
 
 logger = logging.getLogger("rlrobot")
 
@@ -57,7 +57,8 @@ def _open_runs(trainer: JaxTrainer, settings: RunSettings, members: list[Member]
             for index, member in enumerate(members):
                 member_run = member_settings(settings, trainer.behavior, member)
                 check_run_dir(member_run, trainer.behavior)
-                runs.append(Run(member_run, trainer.behavior, checkpoint_metadata(trainer.behavior, spec, member.seed),
+                metadata = checkpoint_metadata(trainer.behavior, spec, member.seed, scene=trainer.scene)
+                runs.append(Run(member_run, trainer.behavior, metadata,
                                 export=lambda s, path: export_policy(s.agent, spec.network, path)))
                 states[index] = runs[-1].initial_state(states[index])
         except (RunError, ConfigError) as error:
@@ -83,10 +84,9 @@ def run_training(settings: RunSettings, argv: list[str], *, devices: int | None 
 
 def _train(settings: RunSettings, timers: Timers, stop: StopRequest, devices: int | None, seeds: int,
            sweep: list[dict[str, float]] | None) -> int:
-    behavior = choose_behavior(settings)
     if jax.process_index() != 0:
         logger.setLevel(logging.WARNING)
-    trainer = build_jax_trainer(settings, behavior, devices=devices, runs=seeds * max(1, len(sweep or ())))
+    trainer = build_jax_trainer(settings, devices=devices, runs=seeds * max(1, len(sweep or ())))
     settings = with_robots(settings, trainer.spec.num_envs)
     seed = int(parallel.broadcast_from_first(np.int64(resolve_seed(settings))))
     members = plan_members(seed, seeds, sweep)
@@ -108,7 +108,7 @@ def _train(settings: RunSettings, timers: Timers, stop: StopRequest, devices: in
     with timers.time("compile"):
         t0 = time.perf_counter()
         program = trainer.compile(state, hparams, inference=cp.inference, batched=batched,
-                                  deterministic=settings.behavior(behavior).network_settings.deterministic)
+                                  deterministic=settings.behavior(trainer.behavior).network_settings.deterministic)
         compile_s = time.perf_counter() - t0
     timers.gauge("compile_seconds", compile_s)
     logger.info(f"Compiled the training step in {compile_s:.2f} s.")

@@ -19,7 +19,7 @@ import envs
 from envs import parameters as env_parameters
 from envs.api import Environment
 from rlrobot import __version__, parallel, ppo
-from rlrobot.config import RunSettings, TrainerSettings
+from rlrobot.config import ConfigError, RunSettings, TrainerSettings, is_builtin_scene
 from rlrobot.limits import ResourceError, check_training_size
 from rlrobot.networks import AgentState, NetworkSpec, env_action, init_agent, policy_distribution, sample_action
 from rlrobot.run import RunError
@@ -38,14 +38,36 @@ from rlrobot.train import (
     make_train_spec,
 )
 
+# The behavior name the course's Unity builds report, whichever scene they hold.
+SCENE_BEHAVIOR = "MobileRobot"
 
-def choose_behavior(settings: RunSettings) -> str:
-    """The behavior to train on the JAX robot: the configured behavior whose name is a built-in environment."""
+
+def choose_scene(settings: RunSettings) -> tuple[str, str]:
+    """``(behavior, scene)`` to train on the JAX robot.
+
+    A built-in scene named where ML-Agents names a build (``env_settings.env_path``) reports the behavior its Unity
+    build does, ``MobileRobot`` (the YAML's entry of that name, or of the scene's name, or ``default_settings``);
+    otherwise the configured behavior whose name is a built-in scene picks it.
+    """
+    scene = settings.env_settings.env_path
+    if is_builtin_scene(scene):
+        named = SCENE_BEHAVIOR not in settings.behaviors and scene in settings.behaviors
+        behavior = scene if named else SCENE_BEHAVIOR
+        try:
+            settings.behavior(behavior)
+        except ConfigError as error:
+            raise RunError(str(error)) from None
+        return behavior, scene
     known = [name for name in settings.behaviors if name.split("?")[0] in envs.registered()]
     if not known:
         raise RunError(f"None of the behaviors {sorted(settings.behaviors)} is a built-in JAX environment "
-                       f"({', '.join(envs.registered())}); to train on a Unity build use --env.")
-    return known[0].split("?")[0]
+                       f"({', '.join(envs.registered())}); name a scene with --env or train on a Unity build.")
+    return known[0].split("?")[0], known[0].split("?")[0]
+
+
+def choose_behavior(settings: RunSettings) -> str:
+    """The behavior trained on the JAX robot (see :func:`choose_scene`)."""
+    return choose_scene(settings)[0]
 
 
 def apply_environment_parameters(env_params, parameters: dict | None):
@@ -87,6 +109,7 @@ class JaxTrainer:
     """A behavior on the JAX robot: the scene, its parameters, the static spec and the robots' device mesh."""
 
     behavior: str
+    scene: str
     env: Environment
     env_params: Any
     spec: TrainSpec
@@ -119,9 +142,9 @@ def build_jax_trainer(settings: RunSettings, behavior: str | None = None, *, num
     """The JAX trainer ``rlrobot-learn`` runs for these settings: ``num_envs`` robots per area (default: the YAML's,
     else ``resolve_num_envs``) times ``num_areas``, split over ``devices`` devices (default: all). A size the device
     cannot hold or compile (``runs``: vmapped seeds × sweep points) is refused up front, naming the key."""
-    behavior = behavior or choose_behavior(settings)
+    behavior, scene = (behavior, behavior) if behavior else choose_scene(settings)
     trainer = settings.behavior(behavior)
-    env = envs.make(behavior)
+    env = envs.make(scene)
     env, env_params = scene_with_parameters(env, settings.environment_parameters, behavior)
     robots = (num_envs or resolve_num_envs(settings, trainer)) * settings.env_settings.num_areas
     try:
@@ -130,7 +153,7 @@ def build_jax_trainer(settings: RunSettings, behavior: str | None = None, *, num
         raise RunError(str(error)) from None
     spec = make_train_spec(trainer, env.observation_size, env.action_size, robots)
     check_size(spec, runs)
-    return JaxTrainer(behavior=behavior, env=env, env_params=env_params, spec=spec,
+    return JaxTrainer(behavior=behavior, scene=scene, env=env, env_params=env_params, spec=spec,
                       mesh=parallel.make_mesh(device_list), num_devices=len(device_list))
 
 
