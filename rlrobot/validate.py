@@ -376,7 +376,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.render:
         from rlrobot.render.cli import render_validation
 
-        render_validation(args, policy_file, behavior)
+        render_validation(args, policy_file, behavior, env_parameters)
     if args.env_path:
         code = _unity_column(args, policy_file, columns, behaviors)
         if code:

@@ -96,16 +96,33 @@ def scene_and_policy(policy_file: Path, scene_name: str | None):
 
 
 def record(policy_file: Path, scene_name: str | None, episodes: int, deterministic: bool, seed: int,
-           max_steps: int, num_envs: int | None = None, key=None):
-    """Play the first ``episodes`` of ``num_envs`` robots (default: as many), as ``rlrobot-validate`` plays them."""
+           max_steps: int, num_envs: int | None = None, key=None, env_parameters: dict | None = None):
+    """Play the first ``episodes`` of ``num_envs`` robots (default: as many), as ``rlrobot-validate`` plays them
+    (``env_parameters``: ML-Agents' ``environment_parameters``, samplers drawn per robot, curricula at their last
+    lesson, as ``rlrobot-validate --env-parameters``)."""
     import jax
 
+    from rlrobot.curriculum import make_scene
     from rlrobot.render.record import record_policy
 
     scene_name, env, policy = scene_and_policy(policy_file, scene_name)
+    env, params = make_scene(env, env_parameters, last_lesson=True)
     act = (lambda _, obs, k: policy.act(obs)) if deterministic else (lambda _, obs, k: policy.act(obs, k))
     key = jax.random.PRNGKey(seed) if key is None else key
-    return record_policy(env, env.default_params, scene_name, act, None, key, episodes, max_steps, num_envs)
+    return record_policy(env, params, scene_name, act, None, key, episodes, max_steps, num_envs)
+
+
+def load_env_parameters(path: str | None) -> dict | None:
+    """``--env-parameters FILE``: a trainer YAML's (or a bare mapping's) ``environment_parameters`` (ValueError)."""
+    if path is None:
+        return None
+    from rlrobot.config import ConfigError
+    from rlrobot.curriculum import load_environment_parameters
+
+    try:
+        return load_environment_parameters(path)
+    except ConfigError as error:
+        raise ValueError(str(error)) from None
 
 
 def write_recording(recording, out: Path, fps: float, cell: int, title: str) -> Path:
@@ -132,9 +149,10 @@ def validation_render_problem(args: argparse.Namespace) -> str | None:
     return problem and f"--render {args.render}: {problem}"
 
 
-def render_validation(args: argparse.Namespace, policy_file: Path, scene_name: str) -> Path:
+def render_validation(args: argparse.Namespace, policy_file: Path, scene_name: str,
+                      env_parameters: dict | None = None) -> Path:
     """Draw the first ``--render-episodes`` of the episodes ``rlrobot-validate`` just played in the JAX sim: the same
-    robots, keys and actions (its first batch of robots; see ``rlrobot.validate.JAX_BATCH``)."""
+    robots, keys, scene parameters and actions (its first batch of robots; see ``rlrobot.validate.JAX_BATCH``)."""
     import jax
 
     from rlrobot.validate import JAX_BATCH
@@ -143,7 +161,7 @@ def render_validation(args: argparse.Namespace, policy_file: Path, scene_name: s
     key = jax.random.PRNGKey(args.seed)
     key = key if args.episodes <= JAX_BATCH else jax.random.fold_in(key, 0)
     recording = record(policy_file, scene_name, min(args.render_episodes, robots), args.deterministic, args.seed,
-                       args.max_steps, num_envs=robots, key=key)
+                       args.max_steps, num_envs=robots, key=key, env_parameters=env_parameters)
     mode = "deterministic" if args.deterministic else "sampled"
     title = f"{policy_file.name} in {scene_name}: validation episodes ({mode} actions, seed {args.seed})"
     path = write_recording(recording, args.render, 10.0, 240, title)
@@ -159,6 +177,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--episodes", type=int, default=4, help=f"episodes to draw, in a grid (1-{MAX_EPISODES})")
     parser.add_argument("--deterministic", action="store_true", help="act with the mean action (μ), not a sample")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--env-parameters", metavar="FILE",
+                        help="environment_parameters for the scene, from a YAML (a trainer config or a bare mapping); "
+                             "samplers drawn per robot, curricula at their last lesson")
     parser.add_argument("--max-steps", type=int, default=500, help="stop drawing an episode after this many steps")
     parser.add_argument("--fps", type=float, default=10.0, help="steps per second of the animation")
     parser.add_argument("--size", type=int, default=240, help="pixels per arena")
@@ -194,7 +215,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         policy_file = resolve_policy_file(args.policy)
         enable_compile_cache(cache_directory())
-        recording = record(policy_file, args.scene, args.episodes, args.deterministic, args.seed, args.max_steps)
+        recording = record(policy_file, args.scene, args.episodes, args.deterministic, args.seed, args.max_steps,
+                           env_parameters=load_env_parameters(args.env_parameters))
     except ValueError as error:
         logger.error(str(error))
         return 2

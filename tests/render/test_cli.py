@@ -3,6 +3,7 @@ nothing written."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ from render_helpers import EPISODES, MAX_STEPS, POLICY_19, POLICY_22, SEED
 from rlrobot.render import cli
 from rlrobot.render.draw import INK
 
+REPO = Path(__file__).resolve().parents[2]
 ARGS = ["--episodes", str(EPISODES), "--max-steps", str(MAX_STEPS), "--seed", str(SEED), "--size", "160"]
 
 
@@ -82,22 +84,25 @@ def test_a_file_that_is_no_policy_and_a_missing_encoder(tmp_path, capsys, monkey
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.onnx"]
 
 
-def test_validate_renders_the_episodes_it_counted(tmp_path, capsys, recording_19):
+def test_validate_renders_the_episodes_it_counted(tmp_path, capsys):
+    """With a curriculum's last lessons (random spawns and headings, drawn per robot by a wrapper scene)."""
     from rlrobot.validate import main as validate
 
     out, table = tmp_path / "validation.html", tmp_path / "validation.json"
     assert validate([str(POLICY_19), "--episodes", str(EPISODES), "--max-steps", str(MAX_STEPS), "--seed", str(SEED),
+                     "--env-parameters", str(REPO / "configs" / "MobileRobot-randomized.yaml"),
                      "--render", str(out), "--json", str(table)]) == 0
     assert f"[INFO] Wrote {out}: the first {EPISODES} validation episodes." in capsys.readouterr().out
     page = out.read_text()
     start = '<script id="data" type="application/json">'
     data = json.loads(page[page.index(start) + len(start):page.index("</script>")].replace("<\\/", "</"))
     summary = json.loads(table.read_text())["columns"]["JAX sim"]
-    lengths = [episode["length"] for episode in data["episodes"]]
-    returns = [episode["return"][-1] for episode in data["episodes"]]
-    assert np.mean(lengths) == pytest.approx(summary["mean_length"])
-    assert np.mean(returns) == pytest.approx(summary["mean_return"], abs=1e-3)
-    assert lengths == recording_19.length.tolist()
+    finished = [episode for episode in data["episodes"] if episode["outcome"] != "not finished"]
+    assert len(data["episodes"]) - len(finished) == summary["unfinished"]  # validation counts finished ones only
+    assert np.mean([e["length"] for e in finished]) == pytest.approx(summary["mean_length"])
+    assert np.mean([e["return"][-1] for e in finished]) == pytest.approx(summary["mean_return"], abs=1e-3)
+    starts = {tuple(episode["pos"][0]) for episode in data["episodes"]}
+    assert len(starts) == EPISODES  # random spawns: not the course's fixed spots
 
 
 def test_validate_refuses_a_bad_render_before_validating(tmp_path, capsys):
