@@ -33,7 +33,7 @@ def output_problem(path: Path) -> str | None:
         try:
             import PIL  # noqa: F401
         except ImportError:
-            return f"writing {suffix} needs Pillow; install it with: pip install 'rlrobot[render]'"
+            return f"writing {suffix} needs Pillow; install it with: pip install Pillow"
     if suffix == ".mp4":
         from rlrobot.render.media import mp4_problem
 

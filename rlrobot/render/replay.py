@@ -23,7 +23,6 @@ logger = logging.getLogger("rlrobot")
 CELL_PIXELS = 160        # per arena: small, so that drawing and encoding stay cheap
 MAX_FRAMES = 40          # longer episodes are drawn every few steps
 STEPS_PER_SECOND = 10.0  # playback speed, in decisions per second
-REPLAY_TAG = "Replay"
 
 
 def render_gif(recording, cell: int = CELL_PIXELS, max_frames: int = MAX_FRAMES) -> tuple[bytes, tuple[int, int]]:
@@ -79,9 +78,8 @@ class CheckpointReplays:
         try:
             import PIL  # noqa: F401
         except ImportError:
-            logger.warning("Checkpoint replays are skipped: drawing them needs Pillow "
-                           "(pip install 'rlrobot[render]'); replay_settings.enabled: false or --no-replays "
-                           "silences this.")
+            logger.warning("Checkpoint replays are skipped: drawing them needs Pillow (pip install Pillow); "
+                           "replay_settings.enabled: false or --no-replays silences this.")
             return None
         return cls(trainer, replay_settings.episodes, replay_settings.steps, deterministic, seed, agent_example)
 
