@@ -18,3 +18,16 @@ def test_fast_config_reaches_the_goal(tmp_path):
     assert behavior == "MobileRobot"
     assert summary["success_rate"] >= 0.95, summary
     assert summary["mean_return"] >= 7.0, summary
+
+
+@pytest.mark.slow
+def test_obstacle_fast_config_learns_the_obstacle_course_from_scratch(tmp_path):
+    """s7, which neither trainer learns with the course's YAML: the shipped fast config gets around the block."""
+    args = [str(ROOT / "configs" / "MobileRobotObstacles-fast.yaml"), "--run-id=ci", "--seed=0",
+            "--results-dir", str(tmp_path)]
+    assert main(args) == 0
+    behavior, summary = validate_in_jax(tmp_path / "ci" / "MobileRobot.onnx", None, episodes=512,
+                                        deterministic=False, seed=0, max_steps=2500)
+    assert behavior == "MobileRobotObstacles"
+    assert summary["success_rate"] >= 0.95, summary
+    assert summary["mean_return"] >= 80.0, summary
