@@ -112,6 +112,8 @@ def _train(settings: RunSettings, timers: Timers, stop: StopRequest, devices: in
         compile_s = time.perf_counter() - t0
     timers.gauge("compile_seconds", compile_s)
     logger.info(f"Compiled the training step in {compile_s:.2f} s.")
+    if replays is not None:
+        replays.wait_until_compiled()  # so that the training loop never shares the CPU with that compile
     loop = JaxTraining(settings, trainer, runs, members, group, timers, replays)
     loop.lessons = lessons
     if stop.requested:

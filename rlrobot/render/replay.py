@@ -70,6 +70,10 @@ class CheckpointReplays:
         self.compile_cpu_seconds = time.thread_time() - started
         return program
 
+    def wait_until_compiled(self) -> None:
+        """Block until the recording program is compiled (a failure shows at the first replay)."""
+        self.program.exception()
+
     @classmethod
     def start(cls, trainer, replay_settings, deterministic: bool, seed: int, agent_example: Any):
         """The replays of a run, or None when they are turned off or Pillow is missing (one warning)."""
