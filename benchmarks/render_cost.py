@@ -1,12 +1,17 @@
 """What watching the robot costs: rendering speed, and the training throughput lost to checkpoint replays.
 
-    python -m benchmarks.render_cost [--config configs/MobileRobot-fast.yaml] [--repeats 3] [--out FILE.json]
+    python -m benchmarks.render_cost [--config configs/MobileRobot-fast.yaml] [--repeats 3] [--rounds 6] [--out FILE]
 
 * Speed: ``rlrobot-render`` draws 8 episodes × 100 steps of an untrained policy (it reaches no goal, so every
   episode runs all 100 steps) to a GIF, as a user runs it: a fresh process, with an empty compile cache (cold) and
   again with the cache it filled (warm).
-* Cost: ``rlrobot-learn CONFIG`` with replays (the default) and with ``--no-replays``, side by side in one run: a
-  warm-up run of each (fills the compile cache, not counted), then ``--repeats`` pairs, alternating which goes first.
+* Loop cost: in one process, the config's compiled training program runs in segments of two checkpoint intervals,
+  alternately with the replays a real run draws at its checkpoints (each segment submits two and waits for them) and
+  without; ``--rounds`` pairs of segments. Both variants share the process, the compiled programs and (nearly) the
+  moment, so other jobs' load disturbs the comparison least: agent-steps/s and process CPU time per segment.
+* Command cost: ``rlrobot-learn CONFIG`` with replays (the default) and with ``--no-replays``, side by side in one
+  run: a warm-up run of each (fills the compile cache, not counted), then ``--repeats`` pairs, alternating which goes
+  first.
   Each pair gives the ratio of the training loop's agent-steps/s (``run_logs/timers.json``, the loop alone), of
   the whole command's wall time (start-up, compile, training, and waiting for the last replay), and of the CPU time
   the command used (user + system, all threads). On a machine shared with other jobs the first two move with the
@@ -125,11 +130,74 @@ def training_cost(config: str, folder: Path, repeats: int) -> dict:
     return {"config": config, "pairs": pairs, **summary}
 
 
+def loop_cost(config: str, rounds: int) -> dict:
+    """Alternating in-process segments of training with and without checkpoint replays (see the module docstring)."""
+    import jax
+    import jax.numpy as jnp
+
+    from rlrobot import parallel
+    from rlrobot.config import load_run_settings
+    from rlrobot.render.replay import CheckpointReplays
+    from rlrobot.trainer import build_jax_trainer
+
+    settings = load_run_settings(config)
+    trainer = build_jax_trainer(settings)
+    state = trainer.place([trainer.init_state(0)], False)
+    program = trainer.compile(state)
+    per_call = trainer.spec.steps_per_iteration
+    interval = max(1, -(-settings.behavior(trainer.behavior).effective_checkpoint_interval // per_call))
+    replays = CheckpointReplays(trainer, 4, 200, False, 0, state.agent)
+    replays.wait_until_compiled()
+
+    class Sink:  # the replays' GIFs, encoded, then dropped
+        def save_replay(self, step, gif, size):
+            pass
+
+    def segment(with_replays: bool) -> dict:
+        nonlocal state
+        before, started = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+        for call in range(2 * interval):
+            state, _ = program(state, jnp.int32(1), None)
+            trainer.steps(state)
+            if with_replays and call % interval == interval - 1:
+                replays.submit(Sink(), jax.device_get(parallel.gather(state)).agent, call)
+            replays.collect()
+        replays.collect(wait=True)
+        after, seconds = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter() - started
+        cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+        return {"steps_per_second": 2 * interval * per_call / seconds, "cpu_seconds": cpu, "load": _load()}
+
+    segment(False)  # warm-up
+    rows = []
+    for index in range(rounds):
+        order = (True, False) if index % 2 == 0 else (False, True)
+        rows.append({("on" if flag else "off"): segment(flag) for flag in order})
+        on, off = rows[-1]["on"], rows[-1]["off"]
+        print(f"round {index + 1}: agent-steps/s {on['steps_per_second']:,.0f} with replays vs "
+              f"{off['steps_per_second']:,.0f} without; CPU {on['cpu_seconds']:.2f} s vs {off['cpu_seconds']:.2f} s; "
+              f"load {on['load']:.2f}/{off['load']:.2f}", flush=True)
+    replays.close()
+
+    def ratios(key: str) -> list[float]:  # per round: the load drifts between rounds, less within one
+        return sorted(row["on"][key] / row["off"][key] for row in rows)
+
+    summary = {"segment_steps": 2 * interval * per_call, "replays_per_segment": 2,
+               "throughput_ratios": ratios("steps_per_second"), "cpu_ratios": ratios("cpu_seconds"),
+               "throughput_ratio": statistics.median(ratios("steps_per_second")),
+               "cpu_ratio": statistics.median(ratios("cpu_seconds"))}
+    print(f"loop, median of the rounds' ratios with/without replays: throughput {summary['throughput_ratio']:.3f} "
+          f"[{summary['throughput_ratios'][0]:.3f}, {summary['throughput_ratios'][-1]:.3f}], CPU time "
+          f"{summary['cpu_ratio']:.3f} ({2 * interval * per_call:,} agent-steps and 2 replays a segment)", flush=True)
+    return {"config": config, "rounds": rows, **summary}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--config", default=str(REPO / "configs" / "MobileRobot-fast.yaml"))
     parser.add_argument("--repeats", type=int, default=3, help="pairs of training runs (with and without replays)")
+    parser.add_argument("--rounds", type=int, default=6, help="pairs of in-process loop segments")
     parser.add_argument("--skip-speed", action="store_true")
+    parser.add_argument("--skip-loop", action="store_true")
     parser.add_argument("--skip-cost", action="store_true")
     parser.add_argument("--out", type=Path, help="write the figures as JSON")
     args = parser.parse_args(argv)
@@ -140,6 +208,8 @@ def main(argv: list[str] | None = None) -> int:
         if not args.skip_speed:
             (Path(tmp) / "speed").mkdir()
             result["speed"] = render_speed(Path(tmp) / "speed")
+        if not args.skip_loop:
+            result["loop"] = loop_cost(args.config, args.rounds)
         if not args.skip_cost:
             result["cost"] = training_cost(args.config, Path(tmp), args.repeats)
     if args.out:
