@@ -49,7 +49,8 @@ def test_smoke_suite_writes_every_section(tmp_path):
     assert solve["final"]["episodes"] > 0 and 0.0 <= solve["final"]["success_rate"] <= 1.0
 
     training = sections["training"]
-    assert [r["config"] for r in training["rows"]] == ["configs/MobileRobot-fast.yaml", COURSE_CONFIG, GPU_CONFIG]
+    assert [r["config"] for r in training["rows"]] == [GPU_CONFIG, COURSE_CONFIG, "configs/MobileRobot-fast.yaml"]
+    assert all(r["steady"] for r in training["rows"])
     assert all(r["agent_steps_per_second"] > 0 and r["compile_s"] > 0 for r in training["rows"])
     assert all(0 < c["fraction"] and c["ceiling_agent_steps_per_second"] > 0 for c in training["ceiling"])
     assert not training["failures"]

@@ -11,7 +11,7 @@ REPO = Path(__file__).resolve().parents[2]
 FAST_CONFIG = "configs/MobileRobot-fast.yaml"
 COURSE_CONFIG = "configs/MobileRobot.yaml"
 GPU_CONFIG = "configs/MobileRobot-gpu.yaml"
-TRAIN_CONFIGS = (FAST_CONFIG, COURSE_CONFIG, GPU_CONFIG)
+TRAIN_CONFIGS = (GPU_CONFIG, COURSE_CONFIG, FAST_CONFIG)   # most wanted first: a short budget drops the last
 SCENES = ("MobileRobot", "MobileRobotObstacles")
 
 

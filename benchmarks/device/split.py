@@ -83,16 +83,25 @@ def _timed(fn, args: tuple, repeats: int) -> tuple[float, float, object]:
     return compile_s, seconds, out
 
 
-def measure_config(name: str, path: str, sizes: Sizes) -> dict:
+def measure_config(name: str, path: str, sizes: Sizes, seconds: float = float("inf")) -> dict:
+    """The whole iteration and its parts; one timed call each instead of ``sizes.repeats`` when the iterations seen
+    in the warm-up say that would not fit in ``seconds``."""
+    end = time.perf_counter() + seconds
     trainer = build_jax_trainer(load_run_settings(path), devices=1)
     state = trainer.init_state(0)
-    repeats = max(sizes.repeats, 1)
     t0 = time.perf_counter()
     program = trainer.compile(state)   # not donated: the parts below start from the same state
     whole_compile_s = time.perf_counter() - t0
     # The steady state (see training.steady_iterations): a full carry, and about a rollout's worth of ready steps.
-    warm, _ = program(state, jnp.int32(steady_iterations(trainer)), None)
+    steady = steady_iterations(trainer)
+    t0 = time.perf_counter()
+    warm, _ = program(state, jnp.int32(steady), None)
     jax.block_until_ready(warm)
+    per_iteration = (time.perf_counter() - t0) / steady
+    # whole and parts: (repeats + 1) calls each, the parts together about one iteration; 3 compiles besides
+    repeats = max(sizes.repeats, 1)
+    if 2 * (repeats + 1) * per_iteration > end - time.perf_counter():
+        repeats = 1
     whole_s = median_seconds(lambda: jax.block_until_ready(program(warm, jnp.int32(1), None)), repeats)
     rollout, gae, learn_update = make_parts(trainer)
     compiles, times = {}, {}
@@ -107,18 +116,18 @@ def measure_config(name: str, path: str, sizes: Sizes) -> dict:
             "window_steps": int(window.ready.shape[0]), "minibatch": spec.batch_size, "epochs": spec.num_epoch,
             "ready_steps": int(jnp.sum(ready)), "whole_s": whole_s, "whole_compile_s": whole_compile_s,
             "parts_s": times, "parts_compile_s": compiles, "fractions": {p: times[p] / total for p in PARTS},
-            "other_s": whole_s - total, "dominant": max(PARTS, key=times.__getitem__)}
+            "other_s": whole_s - total, "dominant": max(PARTS, key=times.__getitem__), "repeats": repeats}
 
 
 def measure(configs: dict[str, str], sizes: Sizes, budget: Budget) -> dict:
     rows, failures = [], []
-    for name, path in configs.items():
+    for index, (name, path) in enumerate(configs.items()):
         if rows and budget.left() <= 0:
             failures.append({"config": name, "error": "the section's time was spent"})
             continue
         log(f"timing split, {name}")
         try:
-            rows.append(measure_config(name, path, sizes))
+            rows.append(measure_config(name, path, sizes, budget.sub(len(configs) - index)))
         except Exception as error:  # noqa: BLE001
             failures.append({"config": name, "error": f"{type(error).__name__}: {error}"[:1000],
                              "out_of_memory": is_out_of_memory(error)})

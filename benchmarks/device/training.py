@@ -42,23 +42,31 @@ def run_timed(program, state, iterations: int):
 
 
 def measure_config(name: str, path: str, sizes: Sizes, seconds: float) -> dict:
-    """Compile ``path``'s iteration (timed), then time calls of a calibrated number of iterations."""
+    """Compile ``path``'s iteration (timed), warm it up, then time calls of a calibrated number of iterations, all
+    within about ``seconds`` (a config too slow for that is timed over fewer iterations and marked not steady)."""
+    end = time.perf_counter() + seconds
     trainer = build_jax_trainer(load_run_settings(path), devices=1)
     state = own_buffers(trainer.init_state(0))
     t0 = time.perf_counter()
     program = trainer.compile(state, donate=True)
     compile_s = time.perf_counter() - t0
-    # Warm-up past the start, when few trajectories are complete and the update does little work. Robots start
-    # together, so trajectories complete in waves (every time_horizon steps when episodes are long): a timed call
-    # covers at least one wave's cycle, so that it learns from about a rollout's worth of steps per iteration.
-    warmup = steady_iterations(trainer)
-    state, _, first_s = run_timed(program, state, warmup)
-    state, _, one_s = run_timed(program, state, 1)
-    left = max(seconds - compile_s - first_s - one_s, 0.0)
-    cycle = steady_iterations(trainer) - 1
+    # Warm-up past the start, when few trajectories are complete and the update does little work, one iteration per
+    # call (the last one's time sizes the timed calls). Robots start together, so trajectories complete in waves
+    # (every time_horizon steps when episodes are long): a timed call covers at least one wave's cycle, so that it
+    # learns from about a rollout's worth of steps per iteration.
+    steady = steady_iterations(trainer)
+    cycle = steady - 1
+    warmup, warmup_s, one_s = 0, 0.0, 0.0
+    while warmup < steady and (warmup < 2 or time.perf_counter() + one_s * (1 + cycle) < end):
+        state, _, one_s = run_timed(program, state, 1)
+        warmup, warmup_s = warmup + 1, warmup_s + one_s
+    left = max(end - time.perf_counter(), 0.0)
     iterations = int(min(sizes.train_seconds, left / max(sizes.repeats, 1)) / max(one_s, 1e-9))
     iterations = max(cycle, min(iterations, sizes.max_train_iterations))
     repeats = sizes.repeats if iterations * one_s * sizes.repeats <= left else 1
+    whole = warmup >= steady and iterations * one_s <= left
+    if not whole:   # not enough time for the steady state: what fits, flagged
+        iterations = max(1, min(iterations, int(left / max(one_s, 1e-9))))
     times = []
     for _ in range(repeats):
         state, _, took = run_timed(program, state, iterations)
@@ -66,7 +74,8 @@ def measure_config(name: str, path: str, sizes: Sizes, seconds: float) -> dict:
     median = statistics.median(times)
     return {**shape_row(name, trainer), "iterations": iterations, "repeats": repeats, "seconds": median,
             "agent_steps_per_second": iterations * trainer.spec.steps_per_iteration / median,
-            "compile_s": compile_s, "warmup_iterations": warmup, "warmup_s": first_s, "one_iteration_s": one_s}
+            "compile_s": compile_s, "warmup_iterations": warmup, "warmup_s": warmup_s, "one_iteration_s": one_s,
+            "steady": whole}
 
 
 def steady_iterations(trainer: JaxTrainer) -> int:
@@ -118,8 +127,8 @@ def measure(configs: dict[str, str], sizes: Sizes, budget: Budget, matmul: dict 
 def seeds_iterations(spec_steps: int, seeds: int, rate: float | None, sizes: Sizes, seconds: float) -> int:
     """Iterations to time: ``sizes.seeds_iterations``, fewer if at the single run's measured ``rate`` (vmapped runs
     are not slower in total) they would not fit in ``seconds`` (0: not even one fits)."""
-    if rate is None or rate <= 0:
-        return sizes.seeds_iterations
+    if rate is None or rate <= 0:   # unsized: only where every size is tiny
+        return sizes.seeds_iterations if sizes.smoke else 0
     per_iteration = seeds * spec_steps / rate     # seconds, compile and warm-up not counted
     return int(min(sizes.seeds_iterations, seconds / (per_iteration * 3)))
 
@@ -137,8 +146,9 @@ def measure_seeds(configs: dict[str, str], seeds: int, sizes: Sizes, budget: Bud
         iterations = seeds_iterations(spec.steps_per_iteration, seeds, (rates or {}).get(name), sizes,
                                       budget.sub(len(configs) - index))
         if iterations < 1:
-            failures.append({"config": name, "error": f"one iteration of {seeds} runs would not fit in the "
-                                                      f"{budget.sub(len(configs) - index):.0f} s left"})
+            why = (f"one iteration of {seeds} runs would not fit in the {budget.sub(len(configs) - index):.0f} s left"
+                   if (rates or {}).get(name) else "no single-run rate from the training section to size it by")
+            failures.append({"config": name, "error": why})
             continue
         log(f"--seeds {seeds}, {name}, {iterations} iterations")
         try:
