@@ -83,8 +83,76 @@ class Environment(Generic[State, Params]):
         slots = jnp.arange(num_envs, dtype=jnp.int32)
         return jax.vmap(lambda k, s: self.reset(k, params, s))(keys, slots)
 
+    def step_needs_key(self, params: Params) -> bool:
+        """Whether ``step_env`` draws on its key with these params (a robot's own key is split off only then)."""
+        return self.step_uses_key
+
     def step_batch(self, key: chex.PRNGKey, state: State, action: chex.Array, params: Params | None = None):
-        """``step`` vmapped over the leading axis of ``state`` and ``action``, one key split per robot."""
+        """``step`` over the leading axis of ``state`` and ``action``, auto-resetting only the robots that finished.
+
+        The same transitions and the same reset distribution as ``step`` vmapped, from other random streams: each
+        robot gets its own step key only if ``step_env`` draws on it, and the resets are computed for the finished
+        robots alone (:meth:`reset_finished`), rather than for every robot on every step.
+        """
         params = self.default_params if params is None else params
-        keys = jax.random.split(key, action.shape[0])
-        return jax.vmap(lambda k, s, a: self.step(k, s, a, params))(keys, state, action)
+        num_envs = action.shape[0]
+        key_step, key_reset = jax.random.split(key)
+        if self.step_needs_key(params):
+            keys = jax.random.split(key_step, num_envs)
+        else:
+            keys = jnp.broadcast_to(key_step, (num_envs, *key_step.shape))
+        obs, next_state, reward, terminated, truncated = jax.vmap(
+            lambda k, s, a: self.step_env(k, s, a, params))(keys, state, action)
+        new_obs, new_state = self.reset_finished(key_reset, params, next_state, obs, terminated | truncated)
+        return new_obs, new_state, reward, terminated, truncated, {"final_obs": obs}
+
+    def reset_finished(self, key: chex.PRNGKey, params: Params, state: State, obs: chex.Array,
+                       done: chex.Array) -> tuple[chex.Array, State]:
+        """``obs`` and ``state`` with every ``done`` robot in a new episode (same slot, its finished state as
+        ``prev_state``).
+
+        A reset casts all of a robot's rays, and only a few percent of robots finish on a step, so on a CPU the
+        finished robots are gathered, ``reset_chunk`` at a time, and reset in a loop that runs as many chunks as
+        there are finished robots (usually one). On an accelerator every robot's reset is computed and selected,
+        which is data-parallel there and needs no data-dependent loop.
+        """
+        num_envs = done.shape[0]
+        chunk = reset_chunk(num_envs)
+
+        def reset(keys: chex.PRNGKey, finished: State) -> tuple[chex.Array, State]:
+            return jax.vmap(lambda k, s: self.reset_env(k, params, self.slot_of(s), s))(keys, finished)
+
+        if chunk >= num_envs:
+            reset_obs, reset_state = reset(jax.random.split(key, num_envs), state)
+            pick = lambda r, s: jnp.where(done.reshape(done.shape + (1,) * (s.ndim - 1)), r, s)  # noqa: E731
+            return pick(reset_obs, obs), jax.tree.map(pick, reset_state, state)
+        num_chunks = -(-num_envs // chunk)
+        finished = jnp.nonzero(done, size=num_chunks * chunk, fill_value=num_envs)[0]  # padded with num_envs
+        count = jnp.sum(done)
+
+        def reset_chunk_of(carry):
+            i, obs, state = carry
+            robots = jax.lax.dynamic_slice(finished, (i * chunk,), (chunk,))
+            previous = jax.tree.map(lambda x: x[jnp.minimum(robots, num_envs - 1)], state)
+            reset_obs, reset_state = reset(jax.random.split(jax.random.fold_in(key, i), chunk), previous)
+            obs = obs.at[robots].set(reset_obs, mode="drop")  # the padding (index num_envs) is dropped
+            state = jax.tree.map(lambda s, r: s.at[robots].set(r, mode="drop"), state, reset_state)
+            return i + 1, obs, state
+
+        _, obs, state = jax.lax.while_loop(lambda carry: carry[0] * chunk < count, reset_chunk_of,
+                                           (jnp.int32(0), obs, state))
+        return obs, state
+
+
+#: Below this many robots every robot's reset is computed (a loop over chunks would cost more than it saves).
+MIN_ROBOTS_FOR_CHUNKED_RESETS = 64
+#: Finished robots reset per loop pass, as a fraction of the batch: a few percent finish on a typical step.
+RESET_CHUNK_FRACTION = 1 / 16
+
+
+def reset_chunk(num_envs: int) -> int:
+    """How many finished robots one pass of :meth:`Environment.reset_finished` resets (``num_envs``: all of them,
+    as on an accelerator and for small batches)."""
+    if jax.default_backend() != "cpu" or num_envs < MIN_ROBOTS_FOR_CHUNKED_RESETS:
+        return num_envs
+    return max(1, int(num_envs * RESET_CHUNK_FRACTION))

@@ -87,13 +87,16 @@ def move(pos: Vec, yaw: jnp.ndarray, delta: Vec, dyaw: jnp.ndarray, solids: Sequ
     use_full, use_x, use_z = (body_is_free(p, yaw, solids) for p in (full, along_x, along_z))
     moved = Vec(jnp.where(use_full | use_x, full.x, pos.x), jnp.where(use_full | (~use_x & use_z), full.z, pos.z))
     turned = wrap_degrees(yaw + dyaw)
-    forward = geometry.heading(turned)
+    moved_x, moved_z, forward_x, forward_z = geometry.computed_once(moved.x, moved.z, *geometry.heading(turned))
+    moved, forward = Vec(moved_x, moved_z), Vec(forward_x, forward_z)
     pushed = moved
-    for solid in solids:
+    for solid in solids:  # each push computed once: fused, the chain of pushes would grow exponentially
         push = geometry.push_out(body(pushed, forward), solid)
-        pushed = Vec(pushed.x + push.x, pushed.z + push.z)
+        pushed = Vec(*geometry.computed_once(pushed.x + push.x, pushed.z + push.z))
     ok = body_is_free(pushed, turned, solids)
-    return Vec(jnp.where(ok, pushed.x, moved.x), jnp.where(ok, pushed.z, moved.z)), jnp.where(ok, turned, yaw)
+    x, z, yaw = geometry.computed_once(jnp.where(ok, pushed.x, moved.x), jnp.where(ok, pushed.z, moved.z),
+                                       jnp.where(ok, turned, yaw))
+    return Vec(x, z), yaw
 
 
 def wrap_degrees(angle: jnp.ndarray) -> jnp.ndarray:

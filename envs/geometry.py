@@ -130,24 +130,41 @@ def push_out(a: Box, b: Box) -> Vec:
     """The shortest move of box ``a`` that takes it out of box ``b`` (zero when they do not overlap).
 
     The separating-axis test on the four face normals, keeping the axis of least overlap (the minimum translation
-    vector), as a physics engine's depenetration pushes a body out of a collider.
+    vector), as a physics engine's depenetration pushes a body out of a collider. The least overlap is tracked with
+    elementwise selects rather than a stack and an ``argmin``, so that XLA fuses it into one loop.
     """
     a_forward = Vec(0.0, 1.0) if a.forward is None else a.forward
     b_forward = Vec(0.0, 1.0) if b.forward is None else b.forward
     delta = Vec(a.center.x - b.center.x, a.center.z - b.center.z)
-    axes = (right_of(a_forward), a_forward, right_of(b_forward), b_forward)
 
     def radius(half, forward: Vec, axis: Vec) -> Scalar:
         return half[0] * jnp.abs(dot(right_of(forward), axis)) + half[1] * jnp.abs(dot(forward, axis))
 
-    along = [dot(delta, axis) for axis in axes]
-    overlaps = jnp.stack([radius(a.half, a_forward, axis) + radius(b.half, b_forward, axis) - jnp.abs(d)
-                          for axis, d in zip(axes, along)])
-    best = jnp.argmin(overlaps, axis=0)
-    depth = jnp.min(overlaps, axis=0) + PUSH_MARGIN
-    sign = jnp.where(jnp.stack(along) >= 0.0, 1.0, -1.0)
-    pick = [(best == i) * sign[i] * depth for i in range(4)]
-    inside = jnp.all(overlaps > 0.0, axis=0)
-    push_x = sum(p * jnp.broadcast_to(axis.x, p.shape) for p, axis in zip(pick, axes))
-    push_z = sum(p * jnp.broadcast_to(axis.z, p.shape) for p, axis in zip(pick, axes))
-    return Vec(jnp.where(inside, push_x, 0.0), jnp.where(inside, push_z, 0.0))
+    depth = direction = inside = None
+    for axis in (right_of(a_forward), a_forward, right_of(b_forward), b_forward):
+        along = dot(delta, axis)
+        overlap = radius(a.half, a_forward, axis) + radius(b.half, b_forward, axis) - jnp.abs(along)
+        sign = jnp.where(along >= 0.0, 1.0, -1.0)
+        out = Vec(sign * axis.x, sign * axis.z)
+        if depth is None:
+            depth, direction, inside = overlap, out, overlap > 0.0
+        else:
+            better = overlap < depth
+            direction = Vec(jnp.where(better, out.x, direction.x), jnp.where(better, out.z, direction.z))
+            depth, inside = jnp.minimum(overlap, depth), inside & (overlap > 0.0)
+    distance = jnp.where(inside, depth + PUSH_MARGIN, 0.0)
+    return Vec(distance * direction.x, distance * direction.z)
+
+
+def computed_once(*arrays: jnp.ndarray) -> tuple[jnp.ndarray, ...]:
+    """The same arrays, made to be computed once and stored rather than fused into each consumer.
+
+    XLA copies a chain of cheap elementwise ops into every fused loop that reads it. For the car's move (dozens of
+    box tests) that meant recomputing it once per ray and per consumer, and a chain of pushes grew exponentially.
+    A reduction is computed once and its result read by its consumers, so the arrays go through a ``max`` with
+    ``-inf`` (the identity: every value comes back unchanged). ``lax.optimization_barrier`` does not do this: XLA's
+    CPU pipeline removes it before fusion.
+    """
+    stacked = jnp.stack(jnp.broadcast_arrays(*arrays))
+    kept = jnp.max(jnp.stack([stacked, jnp.full_like(stacked, -jnp.inf)]), axis=0)
+    return tuple(kept[i] for i in range(len(arrays)))

@@ -103,6 +103,10 @@ class SampledParams(Environment[SampledState, Any]):
             raise AttributeError(name)
         return getattr(self.env, name)
 
+    def step_needs_key(self, params) -> bool:
+        """A sampled field may be a noise level, drawn per robot: always give each robot its own key."""
+        return True
+
     @property
     def names(self) -> tuple[str, ...]:
         return tuple(p.name for p in self.parameters)
