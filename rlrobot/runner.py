@@ -31,6 +31,7 @@ from rlrobot.run import (
     resolve_seed,
     summary_extras,
     with_robots,
+    without_unmeasured,
 )
 from rlrobot.seeds import Member, SeedsSummary, hyperparameter_table, member_settings, plan_members
 from rlrobot.summaries import Progress, Timers, console_line, extras_line, hyperparameters_text
@@ -202,8 +203,8 @@ class JaxTraining:
         elapsed, rate = clock.lap(step)
         host = jax.device_get(metrics)
         strength = self.trainer.spec.reward_strength
-        summaries = [summarize(_member(host, i, self.batched), self.training, strength)
-                     for i in range(len(self.members))]
+        summaries = [without_unmeasured(summarize(member, self.training, strength), member)
+                     for member in (_member(host, i, self.batched) for i in range(len(self.members)))]
         for run, summary in zip(self.runs, summaries):
             run.write_summary(label, summary, elapsed, rate, console=not self.batched)
         if self.batched:
