@@ -2,7 +2,8 @@
 
 TensorBoard events and ``metrics.jsonl`` in ``results/<run-id>/<Behavior>/``, the ``[INFO]`` console lines,
 ``run_logs/timers.json`` and ``run_logs/training_status.json``. Host-side only: files and clocks, no JAX import
-(the command line loads this module before it decides whether to load JAX).
+(the command line loads this module before it decides whether to load JAX). tensorboardX is loaded when a run opens
+its summaries and rich only for a progress bar on a terminal: neither is on the way to an error message.
 """
 from __future__ import annotations
 
@@ -21,21 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    ProgressColumn,
-    Task,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
-from rich.progress import Progress as RichProgress
-from rich.text import Text
-from tensorboardX import summary as tb_summary
-from tensorboardX.event_file_writer import EventsWriter
-from tensorboardX.proto import event_pb2
-from tensorboardX.proto.summary_pb2 import Summary
 
 from rlrobot import __version__
 
@@ -150,6 +136,8 @@ class SummaryWriter:
         # pid + counter in the name, like torch's writer: a second writer in the same second must not truncate the
         # first.
         suffix = f".{os.getpid()}.{next(_event_file_ids)}"
+        from tensorboardX.event_file_writer import EventsWriter
+
         self._tb = EventsWriter(str(self.directory / "events"), filename_suffix=suffix)
         self._metrics = open(self.directory / "metrics.jsonl", "w" if clear_past_data else "a", encoding="utf-8")
 
@@ -168,6 +156,9 @@ class SummaryWriter:
 
         ``histograms`` maps a tag to the values it summarises; ML-Agents writes them as ``<tag>_hist``.
         """
+        from tensorboardX import summary as tb_summary
+        from tensorboardX.proto.summary_pb2 import Summary
+
         values = [Summary.Value(tag=tag, simple_value=number) for tag, number in
                   ((tag, _finite_or_none(value)) for tag, value in scalars.items()) if number is not None]
         for tag, samples in (histograms or {}).items():
@@ -185,16 +176,22 @@ class SummaryWriter:
     def write_hyperparameters(self, text: str) -> None:
         """The ``Hyperparameters`` text summary (tensorboardX stores it as ``Hyperparameters/text_summary``, like
         torch)."""
+        from tensorboardX import summary as tb_summary
+
         self._add(tb_summary.text("Hyperparameters", text), 0)
         self.flush()
 
     def write_image(self, tag: str, step: int, encoded: bytes, width: int, height: int) -> None:
         """An image summary of already encoded bytes (a GIF plays in TensorBoard's Images tab)."""
+        from tensorboardX.proto.summary_pb2 import Summary
+
         image = Summary.Image(height=height, width=width, colorspace=3, encoded_image_string=encoded)
         self._add(Summary(value=[Summary.Value(tag=tag, image=image)]), step)
         self.flush()
 
-    def _add(self, summary: Summary, step: int) -> None:
+    def _add(self, summary: Any, step: int) -> None:
+        from tensorboardX.proto import event_pb2
+
         self._tb.write_event(event_pb2.Event(summary=summary, step=int(step), wall_time=time.time()))
 
     def flush(self) -> None:
@@ -239,11 +236,28 @@ class EnvironmentStats:
 # --- progress bar ---------------------------------------------------------------------------------------------
 
 
-class _StepsPerSecond(ProgressColumn):
-    """Rich's speed column is for bytes; ours counts agent steps."""
+def _rich_progress(max_steps: int) -> tuple[Any, Any]:
+    """Rich's live bar and its task (rich loads only here: a bar is shown on a terminal only)."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        ProgressColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+    from rich.progress import Progress as RichProgress
+    from rich.text import Text
 
-    def render(self, task: Task) -> Text:
-        return Text(f"{task.speed:,.0f} steps/s" if task.speed else "-- steps/s", style="progress.data.speed")
+    class StepsPerSecond(ProgressColumn):
+        """Rich's speed column is for bytes; ours counts agent steps."""
+
+        def render(self, task) -> Text:
+            return Text(f"{task.speed:,.0f} steps/s" if task.speed else "-- steps/s", style="progress.data.speed")
+
+    bar = RichProgress(TextColumn("Training"), BarColumn(), MofNCompleteColumn(), StepsPerSecond(),
+                       TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), transient=True)
+    return bar, bar.add_task("train", total=max_steps)
 
 
 class Progress:
@@ -251,10 +265,7 @@ class Progress:
 
     def __init__(self, max_steps: int, enabled: bool | None = None) -> None:
         enabled = sys.stdout.isatty() if enabled is None else enabled
-        self._bar = RichProgress(TextColumn("Training"), BarColumn(), MofNCompleteColumn(), _StepsPerSecond(),
-                                 TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-                                 transient=True) if enabled else None
-        self._task = self._bar.add_task("train", total=max_steps) if self._bar is not None else None
+        self._bar, self._task = _rich_progress(max_steps) if enabled else (None, None)
 
     def start(self) -> None:
         if self._bar is not None:

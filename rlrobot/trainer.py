@@ -18,7 +18,7 @@ from jax.sharding import Mesh
 import envs
 from envs import parameters as env_parameters
 from envs.api import Environment
-from rlrobot import __version__, parallel, ppo
+from rlrobot import __version__, parallel, ppo, program_cache
 from rlrobot.config import ConfigError, RunSettings, TrainerSettings, is_builtin_scene
 from rlrobot.limits import ResourceError, check_training_size
 from rlrobot.networks import AgentState, NetworkSpec, env_action, init_agent, policy_distribution, sample_action
@@ -117,7 +117,20 @@ class JaxTrainer:
     num_devices: int
 
     def init_state(self, seed: int) -> TrainState:
-        return init_train_state(seed_key(seed), self.env, self.env_params, self.spec)
+        """The initial state of ``seed``, made by one compiled program (kept by ``program_cache``): eagerly, its
+        hundred-odd operations would each be compiled, or loaded from the cache, one by one."""
+        low, high = np.uint32(seed % 2**64 & 0xFFFFFFFF), np.uint32(seed % 2**64 >> 32)
+        program = jax.jit(lambda low, high: init_train_state(_seed_key(low, high), self.env, self.env_params,
+                                                             self.spec))
+        compiled = program_cache.compile_cached("init_state", self.describe(),
+                                                lambda: program.lower(low, high))
+        return compiled(low, high)
+
+    def describe(self, *extra: Any) -> tuple:
+        """What this trainer's programs are built from, for ``program_cache`` (with ``extra``: the program's flags
+        and inputs)."""
+        return (self.behavior, self.scene, describe_object(self.env), program_cache.constants(self.env_params),
+                repr(self.spec), None if self.mesh is None else repr(self.mesh), *extra)
 
     def steps(self, state: TrainState) -> int:
         """Agent steps done (the furthest run's, for vmapped runs), exact at any size."""
@@ -134,7 +147,10 @@ class JaxTrainer:
         (``donate``: the state passed in is consumed)."""
         program = make_train_iterations(self.env, self.env_params, self.spec, inference=inference,
                                         deterministic=deterministic, mesh=self.mesh, batched=batched, donate=donate)
-        return program.lower(state, jnp.int32(1), hparams).compile()
+        flags = {"inference": inference, "deterministic": deterministic, "batched": batched, "donate": donate}
+        return program_cache.compile_cached(
+            "train", self.describe(flags, program_cache.abstract(state), program_cache.abstract(hparams)),
+            lambda: program.lower(state, jnp.int32(1), hparams))
 
 
 def build_jax_trainer(settings: RunSettings, behavior: str | None = None, *, num_envs: int | None = None,
@@ -235,3 +251,23 @@ def seed_key(seed: int) -> jax.Array:
     seed %= 2**64
     key = jax.random.PRNGKey(seed & 0xFFFFFFFF)
     return jax.random.fold_in(key, seed >> 32) if seed >> 32 else key
+
+
+def _seed_key(low: jax.Array, high: jax.Array) -> jax.Array:
+    """``seed_key`` of ``high * 2**32 + low`` inside a compiled program (the halves traced as uint32)."""
+    key = jax.random.PRNGKey(low)
+    return jnp.where(high != 0, jax.random.fold_in(key, high), key)
+
+
+def describe_object(obj: Any) -> Any:
+    """A scene (or any object) as its class and attributes, recursively, for a ``program_cache`` key."""
+    if isinstance(obj, (str, int, float, bool, type(None))):
+        return obj
+    if isinstance(obj, (tuple, list)):
+        return type(obj).__name__, [describe_object(item) for item in obj]
+    if isinstance(obj, dict):
+        return sorted((str(k), describe_object(v)) for k, v in obj.items())
+    kind = f"{type(obj).__module__}.{type(obj).__qualname__}"
+    if hasattr(obj, "__dict__") and not hasattr(obj, "shape"):
+        return kind, describe_object(vars(obj))
+    return kind, repr(obj)

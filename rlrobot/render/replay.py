@@ -58,15 +58,24 @@ class CheckpointReplays:
         self.drawn, self.cpu_seconds, self.compile_cpu_seconds = 0, 0.0, 0.0
         recorder = make_recorder(self.env, self.params, act, episodes, episodes, steps)
         example = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), agent_example)
+        # What the program is built from, for rlrobot.program_cache (None: compile it every time).
+        describe = getattr(trainer, "describe", None)
+        description = None if describe is None else describe(
+            {"episodes": episodes, "steps": steps, "deterministic": deterministic})
         self.executor = ThreadPoolExecutor(1, thread_name_prefix="rlrobot-replay")
-        self.program = self.executor.submit(self._compile, recorder, example)
+        self.program = self.executor.submit(self._compile, recorder, example, description)
 
-    def _compile(self, recorder, example):
+    def _compile(self, recorder, example, description=None):
+        from rlrobot import program_cache
         from rlrobot.trainer import seed_key
 
         started = time.thread_time()
         self.key = jax.random.fold_in(seed_key(self.seed), 0x52504C59)  # "RPLY": the same episodes every time
-        program = recorder.lower(example, self.key).compile()
+        if description is None:
+            program = recorder.lower(example, self.key).compile()
+        else:
+            program = program_cache.compile_cached("replay", (description, program_cache.abstract(example)),
+                                                   lambda: recorder.lower(example, self.key))
         self.compile_cpu_seconds = time.thread_time() - started
         return program
 

@@ -1,0 +1,219 @@
+"""Compiled programs kept whole between runs, so that a second launch of a config neither traces nor lowers them.
+
+JAX's persistent cache (``rlrobot.compile_cache``) saves the XLA compile, but its key is the lowered program: every
+launch still traces the training program in Python and lowers it to StableHLO before it can look the key up (about a
+second for the training step on a 2-core CPU, more than the cache load itself). This cache is keyed instead by what
+the program is built from: the caller's description of it (settings, shapes, flags, constants), the source of the
+packages that define it (``rlrobot`` and ``envs``), the versions of JAX and the libraries the program is written
+with, and the devices. A hit deserialises the executable (``jax.experimental.serialize_executable``) without
+tracing anything.
+
+It lives beside JAX's cache (``<RLROBOT_CACHE_DIR>/programs/``) and is on exactly when that one is
+(:func:`enable` is called by ``compile_cache.enable_compile_cache``). Anything that goes wrong while loading or
+saving (a truncated file, another JAX, a program that cannot be serialised) costs only the usual compile: the file
+is ignored, and replaced when the fresh program can be saved. Only a program that XLA compiled in this process is
+saved: an executable that JAX's persistent cache loaded cannot be serialised again on the CPU backend (it loads but
+fails when run), so it is left to JAX's cache.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import pickle
+import threading
+from collections.abc import Callable, Iterable
+from importlib import metadata as package_metadata
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger("rlrobot")
+
+FORMAT = 1
+KEEP = 24                 # programs kept; older files are removed when a new one is saved
+PACKAGES = ("rlrobot", "envs")
+LIBRARIES = ("jax", "jaxlib", "flax", "optax", "chex", "numpy", "ml_dtypes")
+
+_directory: Path | None = None
+_source_digest: str | None = None
+_hits_lock = threading.Lock()
+_persistent_hits: dict[int, int] = {}   # thread id -> JAX persistent-cache hits seen on that thread
+_listening = False
+
+
+def enable(directory: Path | None) -> None:
+    """Keep programs in ``directory`` (None: off)."""
+    global _directory
+    _directory = None if directory is None else Path(directory)
+
+
+def directory() -> Path | None:
+    return _directory
+
+
+def source_digest(packages: Iterable[str] = PACKAGES) -> str:
+    """SHA-256 of every ``.py`` file of the packages that define the programs (by relative path, then content)."""
+    global _source_digest
+    if _source_digest is not None and tuple(packages) == PACKAGES:
+        return _source_digest
+    root = Path(__file__).resolve().parents[1]
+    digest = hashlib.sha256()
+    for package in packages:
+        for path in sorted((root / package).rglob("*.py")):
+            digest.update(str(path.relative_to(root)).encode())
+            digest.update(b"\0")
+            digest.update(path.read_bytes())
+            digest.update(b"\0")
+    value = digest.hexdigest()
+    if tuple(packages) == PACKAGES:
+        _source_digest = value
+    return value
+
+
+def _versions() -> str:
+    versions = []
+    for name in LIBRARIES:
+        try:
+            versions.append(f"{name}={package_metadata.version(name)}")
+        except package_metadata.PackageNotFoundError:
+            versions.append(f"{name}=none")
+    return ",".join(versions)
+
+
+def _environment() -> str:
+    """The devices and the JAX settings that change a compiled program."""
+    import jax
+
+    devices = jax.devices()
+    flags = {name: getattr(jax.config, name, None) for name in (
+        "jax_enable_x64", "jax_default_matmul_precision", "jax_numpy_rank_promotion", "jax_default_prng_impl",
+        "jax_threefry_partitionable", "jax_use_shardy_partitioner")}
+    return repr((jax.default_backend(), devices[0].platform, devices[0].client.platform_version,
+                 [(d.id, d.device_kind) for d in devices], jax.process_count(), sorted(flags.items()),
+                 os.environ.get("XLA_FLAGS", "")))
+
+
+def abstract(tree: Any) -> str:
+    """A stable description of a pytree of arrays: its structure, and each leaf's shape, dtype and sharding."""
+    import jax
+
+    leaves, treedef = jax.tree.flatten(tree)
+    described = []
+    for leaf in leaves:
+        sharding = getattr(leaf, "sharding", None)
+        sharding = None if sharding is None or type(sharding).__name__ == "SingleDeviceSharding" else repr(sharding)
+        described.append((tuple(getattr(leaf, "shape", ())), str(getattr(leaf, "dtype", type(leaf).__name__)),
+                          sharding))
+    return repr((str(treedef), described))
+
+
+def constants(tree: Any) -> str:
+    """A digest of a pytree's values (constants closed over by a program, such as the scene's parameters)."""
+    import jax
+    import numpy as np
+
+    leaves, treedef = jax.tree.flatten(tree)
+    digest = hashlib.sha256(str(treedef).encode())
+    for leaf in leaves:
+        array = np.asarray(leaf)
+        digest.update(f"{array.shape}{array.dtype}".encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()
+
+
+def program_key(name: str, description: Any) -> str:
+    """The file name of a program: ``name`` and a digest of everything it is built from."""
+    text = repr((FORMAT, name, description, source_digest(), _versions(), _environment()))
+    if " at 0x" in text:  # an object's address: the key would differ on every launch
+        raise ValueError(f"{name}: the program's description holds an object address")
+    return f"{name}-{hashlib.sha256(text.encode()).hexdigest()[:40]}.jaxprogram"
+
+
+def _listen() -> None:
+    """Count JAX persistent-cache hits per thread (a program loaded from that cache must not be saved again)."""
+    global _listening
+    if _listening:
+        return
+    from jax import monitoring
+
+    def on_event(event: str, **_: Any) -> None:
+        if event == "/jax/compilation_cache/cache_hits":
+            ident = threading.get_ident()
+            with _hits_lock:
+                _persistent_hits[ident] = _persistent_hits.get(ident, 0) + 1
+
+    monitoring.register_event_listener(on_event)
+    _listening = True
+
+
+def _hits_here() -> int:
+    with _hits_lock:
+        return _persistent_hits.get(threading.get_ident(), 0)
+
+
+def compile_cached(name: str, description: Any, lower: Callable[[], Any]) -> Any:
+    """``lower().compile()``, or the same program from an earlier run.
+
+    ``description`` must name everything the program depends on besides the source, the libraries and the devices
+    (settings, flags, input shapes and shardings, closed-over constants); ``lower`` returns a ``jax.stages.Lowered``.
+    Only single-process programs are kept (the others compile as usual).
+    """
+    import jax
+
+    folder = _directory
+    if folder is None or jax.process_count() > 1:
+        return lower().compile()
+    try:
+        path = folder / program_key(name, description)
+    except Exception as error:  # a key that cannot be made only costs the compile
+        logger.debug(f"Program cache: no key for {name} ({error}).")
+        return lower().compile()
+    program = _load(path)
+    if program is not None:
+        logger.debug(f"Program cache: loaded {path.name}.")
+        return program
+    _listen()
+    hits = _hits_here()
+    program = lower().compile()
+    if _hits_here() == hits:  # compiled here, not loaded from JAX's cache: it can be saved
+        _save(path, program)
+    return program
+
+
+def _load(path: Path) -> Any:
+    if not path.is_file():
+        return None
+    try:
+        from jax.experimental import serialize_executable
+
+        data = pickle.loads(path.read_bytes())
+        if data.get("format") != FORMAT:
+            return None
+        program = serialize_executable.deserialize_and_load(data["executable"], data["in_tree"], data["out_tree"])
+        os.utime(path)  # recently used: kept when older programs are removed
+        return program
+    except Exception as error:  # a bad file only costs the compile
+        logger.debug(f"Program cache: {path.name} could not be loaded ({type(error).__name__}: {error}).")
+        return None
+
+
+def _save(path: Path, program: Any) -> None:
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        from jax.experimental import serialize_executable
+
+        executable, in_tree, out_tree = serialize_executable.serialize(program)
+        data = pickle.dumps({"format": FORMAT, "executable": executable, "in_tree": in_tree, "out_tree": out_tree})
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+        _prune(path.parent)
+    except Exception as error:  # not saving only costs the next run a compile
+        logger.debug(f"Program cache: {path.name} not saved ({type(error).__name__}: {error}).")
+        tmp.unlink(missing_ok=True)
+
+
+def _prune(folder: Path, keep: int = KEEP) -> None:
+    files = sorted(folder.glob("*.jaxprogram"), key=lambda p: p.stat().st_mtime, reverse=True)
+    for old in files[keep:]:
+        old.unlink(missing_ok=True)

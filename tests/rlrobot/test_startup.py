@@ -1,0 +1,123 @@
+"""What a user waits for at launch: modules loaded only when needed, programs kept whole between runs
+(``rlrobot.program_cache``), one compiled program for the initial state, and summaries that report only what an
+update measured."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from rlrobot.config import load_run_settings
+from rlrobot.run import Summary, without_unmeasured
+from rlrobot.train import Metrics, init_train_state, summarize
+from rlrobot.trainer import _seed_key, build_jax_trainer, seed_key
+
+REPO = Path(__file__).resolve().parents[2]
+
+# An update every 16 decisions per robot, trajectories cut at 64: the first updates find no finished trajectory.
+SHORT_ROLLOUTS = """
+behaviors:
+  MobileRobot:
+    trainer_type: ppo
+    hyperparameters: {batch_size: 64, buffer_size: 256, learning_rate: 0.001, num_epoch: 1}
+    network_settings: {normalize: true, hidden_units: 8, num_layers: 1}
+    max_steps: 1024
+    time_horizon: 64
+    summary_freq: 256
+    checkpoint_interval: 1024
+env_settings: {num_envs: 16, seed: 3}
+"""
+
+
+def _modules_after(code: str) -> set[str]:
+    out = subprocess.run([sys.executable, "-c", f"{code}\nimport sys, json; print(json.dumps(sorted(sys.modules)))"],
+                         cwd=REPO, capture_output=True, text=True, timeout=120, check=True)
+    return {name.split(".")[0] for name in json.loads(out.stdout.strip().splitlines()[-1])}
+
+
+def test_the_command_line_loads_no_heavy_module_before_the_arguments_are_checked():
+    loaded = _modules_after("import rlrobot.cli; rlrobot.cli.build_parser()")
+    for heavy in ("jax", "flax", "optax", "tensorboardX", "rich", "PIL", "onnx", "mlagents_envs", "torch", "google"):
+        assert heavy not in loaded, heavy
+
+
+def test_a_training_run_loads_no_optional_module_before_it_trains():
+    loaded = _modules_after("import rlrobot.cli, rlrobot.runner, rlrobot.compile_cache")
+    for optional in ("tensorboardX", "PIL", "onnx", "onnxruntime", "mlagents_envs", "torch"):
+        assert optional not in loaded, optional
+
+
+def test_the_compiled_seed_key_is_seed_key():
+    compiled = jax.jit(_seed_key)
+    for seed in (0, 5, 2**31 + 7, 2**32 - 1, 2**40 + 3, -1):
+        low, high = np.uint32(seed % 2**64 & 0xFFFFFFFF), np.uint32(seed % 2**64 >> 32)
+        np.testing.assert_array_equal(compiled(low, high), seed_key(seed))
+
+
+def test_the_initial_state_is_one_program_with_the_eager_values(tmp_path):
+    config = tmp_path / "run.yaml"
+    config.write_text(SHORT_ROLLOUTS)
+    trainer = build_jax_trainer(load_run_settings(str(config), {}))
+    compiled = trainer.init_state(7)
+    eager = init_train_state(seed_key(7), trainer.env, trainer.env_params, trainer.spec)
+    for got, expected in zip(jax.tree.leaves(compiled), jax.tree.leaves(eager)):
+        np.testing.assert_allclose(np.asarray(got, np.float64), np.asarray(expected, np.float64), atol=1e-5)
+
+
+def test_an_update_without_a_minibatch_writes_no_losses():
+    measured = Metrics.zeros().replace(iterations=1.0, updates=1.0, entropy=1.4, value_estimate=0.5,
+                                       policy_loss=0.02, value_loss=3.0, approx_kl=0.01, clip_fraction=0.1,
+                                       learning_rate=1e-3, beta=1e-3, epsilon=0.2)
+    host = jax.device_get(measured)
+    assert without_unmeasured(summarize(host, True), host).scalars == summarize(host, True).scalars
+    # No finished trajectory: no minibatch ran and no value was estimated; the schedules are still real.
+    empty = jax.device_get(measured.replace(value_estimate=0.0, policy_loss=0.0, value_loss=0.0, approx_kl=0.0,
+                                            clip_fraction=0.0))
+    scalars = without_unmeasured(summarize(empty, True), empty).scalars
+    assert not {"Losses/Policy Loss", "Losses/Value Loss", "Policy/Extrinsic Value Estimate"} & set(scalars)
+    assert scalars["Policy/Learning Rate"] == pytest.approx(1e-3) and "Policy/Entropy" in scalars
+    # Finished steps, but fewer than a minibatch: the value estimate was measured, the losses were not.
+    few = jax.device_get(empty.replace(value_estimate=np.float32(0.25)))
+    scalars = without_unmeasured(summarize(few, True), few).scalars
+    assert scalars["Policy/Extrinsic Value Estimate"] == pytest.approx(0.25) and "Losses/Value Loss" not in scalars
+    assert isinstance(without_unmeasured(summarize(few, True), few), Summary)
+
+
+def _learn(tmp_path: Path, run_id: str, cache: Path) -> list[dict]:
+    config = tmp_path / "run.yaml"
+    config.write_text(SHORT_ROLLOUTS)
+    proc = subprocess.run([sys.executable, "-m", "rlrobot.cli", str(config), f"--run-id={run_id}", "--results-dir",
+                           str(tmp_path / "results"), "--no-replays"], cwd=REPO, capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "RLROBOT_CACHE_DIR": str(cache)})
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    lines = (tmp_path / "results" / run_id / "MobileRobot" / "metrics.jsonl").read_text().splitlines()
+    return [json.loads(line) for line in lines]
+
+
+def test_a_second_run_loads_its_programs_whole_and_trains_the_same(tmp_path):
+    cache = tmp_path / "cache"
+    first = _learn(tmp_path, "first", cache)
+    programs = sorted(p.name.split("-")[0] for p in (cache / "programs").glob("*.jaxprogram"))
+    assert programs == ["init_state", "train"]
+    jax_entries = sorted(p.name for p in (cache / "jax").iterdir())
+    second = _learn(tmp_path, "second", cache)
+    assert sorted(p.name for p in (cache / "jax").iterdir()) == jax_entries  # nothing new compiled
+    strip = [{k: v for k, v in line.items() if k not in ("wall_time", "steps_per_second")} for line in first]
+    assert [{k: v for k, v in line.items() if k not in ("wall_time", "steps_per_second")} for line in second] == strip
+    # The first updates found no finished trajectory: their summaries carry no made-up 0.0 losses.
+    assert "Losses/Value Loss" not in first[0] and "Policy/Extrinsic Value Estimate" not in first[0]
+    assert any("Losses/Value Loss" in line for line in first)
+    assert all(line.get("Losses/Value Loss") != 0.0 for line in first)
+
+
+def test_a_damaged_program_file_costs_only_a_compile(tmp_path):
+    cache = tmp_path / "cache"
+    first = _learn(tmp_path, "first", cache)
+    for path in (cache / "programs").glob("*.jaxprogram"):
+        path.write_bytes(path.read_bytes()[:100])
+    second = _learn(tmp_path, "second", cache)
+    assert [line["step"] for line in second] == [line["step"] for line in first]
