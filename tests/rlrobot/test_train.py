@@ -28,11 +28,15 @@ def train(env, settings, iterations, num_envs=64, seed=0):
 
 
 def test_actor_learns_to_copy_the_observation():
-    env = TargetProbe()
-    spec, state, _ = train(env, trainer(), iterations=60)
+    """Judged over six seeds: in 60 updates PPO's std can collapse before the mean has converged, which leaves one
+    or two seeds of six with a too-shallow slope (as often with a sorted shuffle as with rlrobot's)."""
     obs = jnp.linspace(-0.8, 0.8, 9)[:, None]
-    mu, _ = policy_distribution(state.agent.params, state.agent.actor_norm, obs, spec.network)
-    np.testing.assert_allclose(np.clip(mu[:, 0], -3, 3) / 3, obs[:, 0], atol=0.1)
+    errors = []
+    for seed in range(6):
+        spec, state, _ = train(TargetProbe(), trainer(), iterations=60, seed=seed)
+        mu, _ = policy_distribution(state.agent.params, state.agent.actor_norm, obs, spec.network)
+        errors.append(float(np.max(np.abs(np.clip(mu[:, 0], -3, 3) / 3 - obs[:, 0]))))
+    assert np.median(errors) <= 0.05 and sum(error <= 0.1 for error in errors) >= 4, errors
 
 
 @pytest.mark.parametrize("truncate", [False, True])
