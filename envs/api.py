@@ -22,6 +22,8 @@ import chex
 import jax
 import jax.numpy as jnp
 
+from envs.masked import map_masked
+
 State = TypeVar("State")
 Params = TypeVar("Params")
 
@@ -111,37 +113,19 @@ class Environment(Generic[State, Params]):
         """``obs`` and ``state`` with every ``done`` robot in a new episode (same slot, its finished state as
         ``prev_state``).
 
-        A reset casts all of a robot's rays, and only a few percent of robots finish on a step, so on a CPU the
-        finished robots are gathered, ``reset_chunk`` at a time, and reset in a loop that runs as many chunks as
-        there are finished robots (usually one). On an accelerator every robot's reset is computed and selected,
-        which is data-parallel there and needs no data-dependent loop.
+        A reset casts all of a robot's rays, and only a few percent of robots finish on a step, so on a CPU only the
+        finished robots are reset, ``reset_chunk`` at a time (``envs.masked``); on an accelerator every robot's reset
+        is computed and selected.
         """
         num_envs = done.shape[0]
         chunk = reset_chunk(num_envs)
 
-        def reset(keys: chex.PRNGKey, finished: State) -> tuple[chex.Array, State]:
+        def reset(i: chex.Array, finished: State) -> tuple[chex.Array, State]:
+            rows = jax.tree.leaves(finished)[0].shape[0]
+            keys = jax.random.split(jax.random.fold_in(key, i), rows)
             return jax.vmap(lambda k, s: self.reset_env(k, params, self.slot_of(s), s))(keys, finished)
 
-        if chunk >= num_envs:
-            reset_obs, reset_state = reset(jax.random.split(key, num_envs), state)
-            pick = lambda r, s: jnp.where(done.reshape(done.shape + (1,) * (s.ndim - 1)), r, s)  # noqa: E731
-            return pick(reset_obs, obs), jax.tree.map(pick, reset_state, state)
-        num_chunks = -(-num_envs // chunk)
-        finished = jnp.nonzero(done, size=num_chunks * chunk, fill_value=num_envs)[0]  # padded with num_envs
-        count = jnp.sum(done)
-
-        def reset_chunk_of(carry):
-            i, obs, state = carry
-            robots = jax.lax.dynamic_slice(finished, (i * chunk,), (chunk,))
-            previous = jax.tree.map(lambda x: x[jnp.minimum(robots, num_envs - 1)], state)
-            reset_obs, reset_state = reset(jax.random.split(jax.random.fold_in(key, i), chunk), previous)
-            obs = obs.at[robots].set(reset_obs, mode="drop")  # the padding (index num_envs) is dropped
-            state = jax.tree.map(lambda s, r: s.at[robots].set(r, mode="drop"), state, reset_state)
-            return i + 1, obs, state
-
-        _, obs, state = jax.lax.while_loop(lambda carry: carry[0] * chunk < count, reset_chunk_of,
-                                           (jnp.int32(0), obs, state))
-        return obs, state
+        return map_masked(reset, done, state, (obs, state), chunk)
 
 
 #: Below this many robots every robot's reset is computed (a loop over chunks would cost more than it saves).
@@ -151,8 +135,8 @@ RESET_CHUNK_FRACTION = 1 / 16
 
 
 def reset_chunk(num_envs: int) -> int:
-    """How many finished robots one pass of :meth:`Environment.reset_finished` resets (``num_envs``: all of them,
-    as on an accelerator and for small batches)."""
-    if jax.default_backend() != "cpu" or num_envs < MIN_ROBOTS_FOR_CHUNKED_RESETS:
+    """How many finished robots one pass of :meth:`Environment.reset_finished` resets on a CPU (``num_envs``: all of
+    them, for small batches)."""
+    if num_envs < MIN_ROBOTS_FOR_CHUNKED_RESETS:
         return num_envs
     return max(1, int(num_envs * RESET_CHUNK_FRACTION))

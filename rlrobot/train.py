@@ -23,6 +23,7 @@ from flax import struct
 from jax.sharding import Mesh
 
 from envs.api import Environment
+from envs.masked import map_masked
 from rlrobot import parallel, ppo
 from rlrobot.config import TrainerSettings
 from rlrobot.networks import (
@@ -343,20 +344,25 @@ def _flatten(x: jnp.ndarray) -> jnp.ndarray:
 
 
 def window_values(agent: AgentState, transitions: Transition, last_obs: jnp.ndarray | None,
-                  spec: TrainSpec) -> tuple[jnp.ndarray, jnp.ndarray]:
+                  spec: TrainSpec, ready: jnp.ndarray | None = None) -> tuple[jnp.ndarray, jnp.ndarray]:
     """``V(obs[t])`` and ``V(next_obs[t])`` for a time-major buffer.
 
     With ``last_obs`` (the observation after the buffer's last step) ``V(next_obs[t])`` is ``V(obs[t + 1])``
     wherever the two observations agree, i.e. everywhere but at episode ends that bootstrap (a time limit), so the
     critic runs once per step plus once per such end: up to N of them are gathered and evaluated alone, more (rare)
     fall back to evaluating every ``next_obs``.
+
+    With a ``ready`` mask (a ``Window``'s), only the values GAE needs for the ready steps are computed: ``V(obs[t])``
+    where step t or t − 1 is ready (the latter bootstraps a trajectory cut at t − 1); the others are 0 and unused.
+    A window with a long ``time_horizon`` carries many more steps than it completes (1127 against ≈ 128 per robot
+    with the course's YAML), and its critic pass was most of the iteration.
     """
     net = spec.network
     if last_obs is None:
         return (value_estimate(agent.params, agent.critic_norm, transitions.obs, net),
                 value_estimate(agent.params, agent.critic_norm, transitions.next_obs, net))
     obs = jnp.concatenate([transitions.obs, last_obs[None].astype(transitions.obs.dtype)])
-    values = value_estimate(agent.params, agent.critic_norm, obs, net)
+    values = _critic_where_needed(agent, obs, ready, spec)
     values, following = values[:-1], values[1:]
     differs = transitions.truncated & ~transitions.terminated & jnp.any(transitions.next_obs != obs[1:], axis=-1)
     flat = differs.reshape(-1)
@@ -375,6 +381,22 @@ def window_values(agent: AgentState, transitions: Transition, last_obs: jnp.ndar
     return values, jax.lax.cond(jnp.sum(flat) <= limit, few, many)
 
 
+def _critic_where_needed(agent: AgentState, obs: jnp.ndarray, ready: jnp.ndarray | None,
+                         spec: TrainSpec) -> jnp.ndarray:
+    """The critic on ``obs[W + 1, N]`` where row t or t − 1 of ``ready[W, N]`` is set (everywhere without it), in
+    passes of a rollout's worth of rows (``envs.masked``)."""
+    def critic(_, rows: jnp.ndarray) -> jnp.ndarray:
+        return value_estimate(agent.params, agent.critic_norm, rows, spec.network)
+
+    if ready is None:
+        return critic(None, obs)
+    none = jnp.zeros_like(ready[:1])
+    needed = jnp.concatenate([ready, none]) | jnp.concatenate([none, ready])
+    values = map_masked(critic, needed.reshape(-1), _flatten(obs), jnp.zeros(needed.size, jnp.float32),
+                        spec.steps_per_iteration)
+    return values.reshape(needed.shape)
+
+
 def make_batch(agent: AgentState, transitions: Transition | Window, spec: TrainSpec,
                hparams: Hyperparams | None = None) -> ppo.Batch:
     """Values with the freshly updated normaliser, GAE per robot on the strength-scaled reward (ML-Agents' extrinsic
@@ -384,7 +406,8 @@ def make_batch(agent: AgentState, transitions: Transition | Window, spec: TrainS
     window = transitions if isinstance(transitions, Window) else None
     if window is not None:
         transitions = window.transitions
-    values, next_values = window_values(agent, transitions, None if window is None else window.last_obs, spec)
+    values, next_values = window_values(agent, transitions, None if window is None else window.last_obs, spec,
+                                        None if window is None else window.ready)
     rewards = transitions.reward * spec.reward_strength
     advantages, returns = ppo.compute_gae(rewards, values, next_values, transitions.terminated,
                                           transitions.truncated, hp.gamma, hp.lambd)

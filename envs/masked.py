@@ -1,0 +1,43 @@
+"""Compute a function only on the rows that need it: a loop over chunks of gathered rows on a CPU.
+
+Used where a batch needs an expensive result for a few of its rows: the auto-reset of the robots that finished
+(``Environment.reset_finished``) and the critic over the steps of an update window that complete a trajectory
+(``rlrobot.train.window_values``). On an accelerator the whole batch is computed and the rows selected: that is
+data-parallel there, and a loop whose length depends on the data would wait on the device every pass.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+
+def map_masked(fn: Callable[[jnp.ndarray, Any], Any], mask: jnp.ndarray, operands: Any, otherwise: Any,
+               chunk: int) -> Any:
+    """``where(mask, fn(operands), otherwise)`` row by row (leading axes), calling ``fn`` on rows where ``mask``.
+
+    ``fn(i, rows)`` gets a pass number ``i`` (for per-pass random keys) and a batch of rows of ``operands``, and
+    returns rows shaped like ``otherwise``'s. On a CPU with ``chunk`` < the batch, it sees ``chunk`` rows at a time
+    (padding rows, whose results are dropped, repeat the last row), for as many passes as the set rows need;
+    otherwise it is called once on the whole batch (``i`` = 0).
+    """
+    size = mask.shape[0]
+    if jax.default_backend() != "cpu" or chunk >= size:
+        everything = fn(jnp.int32(0), operands)
+        return jax.tree.map(lambda new, old: jnp.where(mask.reshape(mask.shape + (1,) * (old.ndim - 1)), new, old),
+                            everything, otherwise)
+    passes = -(-size // chunk)
+    rows = jnp.nonzero(mask, size=passes * chunk, fill_value=size)[0]   # the set rows first, padded with ``size``
+    count = jnp.sum(mask)
+
+    def one_pass(carry):
+        i, result = carry
+        index = jax.lax.dynamic_slice(rows, (i * chunk,), (chunk,))
+        part = jax.tree.map(lambda x: x[jnp.minimum(index, size - 1)], operands)
+        new = fn(i, part)
+        return i + 1, jax.tree.map(lambda r, n: r.at[index].set(n, mode="drop"), result, new)
+
+    _, result = jax.lax.while_loop(lambda carry: carry[0] * chunk < count, one_pass, (jnp.int32(0), otherwise))
+    return result
