@@ -130,7 +130,8 @@ def lookahead_iteration(trainer: JaxTrainer, lookahead: int, state):
     finite = jnp.all(losses["loss_is_finite"]) & jnp.all(jnp.stack(
         [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(agent.params)]))
     learned = Metrics.zeros().replace(
-        updates=jnp.float32(1.0), value_estimate=jnp.mean(batch.value), policy_loss=jnp.mean(losses["policy_loss"]),
+        updates=jnp.float32(1.0), loss_updates=jnp.float32(1.0), value_updates=jnp.float32(1.0),
+        value_estimate=jnp.mean(batch.value), policy_loss=jnp.mean(losses["policy_loss"]),
         value_loss=jnp.mean(losses["value_loss"]), approx_kl=jnp.mean(losses["approx_kl"]),
         clip_fraction=jnp.mean(losses["clip_fraction"]), learning_rate=schedule.learning_rate, beta=schedule.beta,
         epsilon=schedule.epsilon, loss_is_finite=finite)

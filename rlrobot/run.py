@@ -361,31 +361,6 @@ class Run:
         return str(latest) if latest else "none was written"
 
 
-LOSS_TAGS = ("Losses/Policy Loss", "Losses/Value Loss")
-VALUE_TAG = "Policy/Extrinsic Value Estimate"
-
-
-def without_unmeasured(summary: Summary, metrics: Any) -> Summary:
-    """``summary`` without the figures its period never measured: ML-Agents writes losses only after an update.
-
-    A JAX or Unity update learns from the steps of finished trajectories only; with ``buffer_size / num_envs <
-    time_horizon`` an update can find fewer than ``batch_size`` of them (or none) and run no minibatch. The device
-    still counts it as an update (``Metrics.updates``) with every loss sum at exactly 0.0 and, with no finished step
-    at all, a value estimate of exactly 0.0; written, those would look measured. A trained loss sum is never exactly
-    zero in all four of policy loss, value loss, KL and clip fraction, so a period whose four sums are all 0.0 ran no
-    minibatch: its loss tags are left out, and its value estimate too when that is exactly 0.0. (A period mixing
-    updates with and without minibatches still averages over both: ``Metrics`` does not count them apart.)
-    """
-    sums = [float(np.sum(getattr(metrics, name, 0.0))) for name in
-            ("policy_loss", "value_loss", "approx_kl", "clip_fraction")]
-    if float(np.sum(getattr(metrics, "updates", 0.0))) <= 0 or any(value != 0.0 for value in sums):
-        return summary
-    drop = set(LOSS_TAGS)
-    if float(np.sum(getattr(metrics, "value_estimate", 0.0))) == 0.0:
-        drop.add(VALUE_TAG)
-    return dataclasses.replace(summary, scalars={tag: v for tag, v in summary.scalars.items() if tag not in drop})
-
-
 def summary_extras(scalars: dict[str, float], rate: float) -> dict[str, float]:
     extra = {"Success Rate": scalars["Environment/Success Rate"]} if "Environment/Success Rate" in scalars else {}
     extra["Steps/s"] = rate

@@ -31,7 +31,6 @@ from rlrobot.run import (
     resolve_seed,
     summary_extras,
     with_robots,
-    without_unmeasured,
 )
 from rlrobot.seeds import Member, SeedsSummary, hyperparameter_table, member_settings, plan_members
 from rlrobot.summaries import Progress, Timers, console_line, extras_line, hyperparameters_text
@@ -203,7 +202,7 @@ class JaxTraining:
         elapsed, rate = clock.lap(step)
         host = jax.device_get(metrics)
         strength = self.trainer.spec.reward_strength
-        summaries = [without_unmeasured(summarize(member, self.training, strength), member)
+        summaries = [summarize(member, self.training, strength)
                      for member in (_member(host, i, self.batched) for i in range(len(self.members)))]
         for run, summary in zip(self.runs, summaries):
             run.write_summary(label, summary, elapsed, rate, console=not self.batched)

@@ -144,12 +144,18 @@ class Metrics:
     """Sums over the iterations since the host last looked; ``summary_scalars`` turns them into summary scalars.
 
     ``iterations`` counts rollouts (the divisor of ``entropy``), ``updates`` the buffers learned from (the divisor of
-    the learned fields: with a threaded Unity run a rollout's update can land in the next summary). ``returns_sample``
+    the schedules: with a threaded Unity run a rollout's update can land in the next summary). An update finds only
+    the steps of finished trajectories, and with ``buffer_size / num_envs < time_horizon`` it can find fewer than a
+    minibatch (no loss measured) or none (no value estimated): ``loss_updates`` and ``value_updates`` count the
+    updates that measured each, so a summary averages over those and leaves out what none measured, as ML-Agents
+    writes only what it measured. ``returns_sample``
     holds the first ``RETURNS_SAMPLE`` episode returns of the period, in order, for the reward histogram.
     """
 
     iterations: jnp.ndarray
     updates: jnp.ndarray
+    loss_updates: jnp.ndarray     # updates that ran at least one minibatch: the divisor of the losses
+    value_updates: jnp.ndarray    # updates with at least one finished step: the divisor of the value estimate
     episodes: jnp.ndarray
     episode_return: jnp.ndarray
     episode_return_sq: jnp.ndarray
@@ -490,8 +496,8 @@ def _all_finite(tree) -> jnp.ndarray:
     return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
 
 
-LEARNED_FIELDS = ("updates", "value_estimate", "policy_loss", "value_loss", "approx_kl", "clip_fraction",
-                  "learning_rate", "beta", "epsilon", "loss_is_finite")
+LEARNED_FIELDS = ("updates", "loss_updates", "value_updates", "value_estimate", "policy_loss", "value_loss",
+                  "approx_kl", "clip_fraction", "learning_rate", "beta", "epsilon", "loss_is_finite")
 
 
 def learn(agent: AgentState, opt_state, transitions: Transition | Window, step: jnp.ndarray, key: chex.PRNGKey,
@@ -516,14 +522,18 @@ def learn(agent: AgentState, opt_state, transitions: Transition | Window, step: 
     if is_window:
         count = jnp.maximum(losses["count"], 1.0)
         means = {name: losses[name] / count for name in ("policy_loss", "value_loss", "approx_kl", "clip_fraction")}
-        value = jnp.sum(jnp.where(ready, batch.value, 0.0)) / jnp.maximum(jnp.sum(ready, dtype=jnp.float32), 1.0)
+        finished = jnp.sum(ready, dtype=jnp.float32)
+        value = jnp.sum(jnp.where(ready, batch.value, 0.0)) / jnp.maximum(finished, 1.0)
+        measured = {"loss_updates": (losses["count"] > 0).astype(jnp.float32),
+                    "value_updates": (finished > 0).astype(jnp.float32)}
     else:
         means = {name: jnp.mean(losses[name]) for name in ("policy_loss", "value_loss", "approx_kl", "clip_fraction")}
         value = jnp.mean(batch.value)
+        measured = {"loss_updates": jnp.float32(1.0), "value_updates": jnp.float32(1.0)}
     metrics = Metrics.zeros().replace(
-        updates=jnp.float32(1.0), value_estimate=value, learning_rate=schedule.learning_rate, beta=schedule.beta,
-        epsilon=schedule.epsilon, loss_is_finite=jnp.all(losses["loss_is_finite"]) & _all_finite(agent.params),
-        **means)
+        updates=jnp.float32(1.0), value_estimate=value, **measured, learning_rate=schedule.learning_rate,
+        beta=schedule.beta, epsilon=schedule.epsilon,
+        loss_is_finite=jnp.all(losses["loss_is_finite"]) & _all_finite(agent.params), **means)
     return agent, opt_state, metrics
 
 
@@ -556,7 +566,8 @@ def inference_iteration(env: Environment, env_params, spec: TrainSpec, state: Tr
                                            explore=not deterministic)
     values = value_estimate(state.agent.params, state.agent.critic_norm, transitions.obs, spec.network)
     carry = next_carry(spec, jax.tree.map(lambda a, b: jnp.concatenate([a, b]), state.carry, transitions))
-    return state.replace(carry=carry), episodes.replace(updates=jnp.float32(1.0), value_estimate=jnp.mean(values))
+    return state.replace(carry=carry), episodes.replace(updates=jnp.float32(1.0), value_updates=jnp.float32(1.0),
+                                                        value_estimate=jnp.mean(values))
 
 
 def make_train_iterations(env: Environment, env_params, spec: TrainSpec, inference: bool = False,
@@ -608,15 +619,18 @@ def summary_scalars(metrics: Metrics, inference: bool = False, reward_strength: 
         scalars["Policy/Extrinsic Reward"] = reward_strength * mean
     if m.iterations > 0:
         scalars["Policy/Entropy"] = float(m.entropy / m.iterations)
-    if m.updates > 0:
-        scalars["Policy/Extrinsic Value Estimate"] = float(m.value_estimate / m.updates)
-        if not inference:
-            scalars.update({tag: float(getattr(m, name) / m.updates) for tag, name in LEARNED_TAGS.items()})
+    if m.value_updates > 0:
+        scalars["Policy/Extrinsic Value Estimate"] = float(m.value_estimate / m.value_updates)
+    if m.updates > 0 and not inference:
+        scalars.update({tag: float(getattr(m, name) / m.updates) for tag, name in SCHEDULE_TAGS.items()})
+    if m.loss_updates > 0 and not inference:
+        scalars.update({tag: float(getattr(m, name) / m.loss_updates) for tag, name in LOSS_TAGS.items()})
     return scalars
 
 
-LEARNED_TAGS = {"Policy/Learning Rate": "learning_rate", "Policy/Epsilon": "epsilon", "Policy/Beta": "beta",
-                "Losses/Policy Loss": "policy_loss", "Losses/Value Loss": "value_loss"}
+SCHEDULE_TAGS = {"Policy/Learning Rate": "learning_rate", "Policy/Epsilon": "epsilon", "Policy/Beta": "beta"}
+LOSS_TAGS = {"Losses/Policy Loss": "policy_loss", "Losses/Value Loss": "value_loss"}
+LEARNED_TAGS = {**SCHEDULE_TAGS, **LOSS_TAGS}
 
 
 def episode_returns(metrics: Metrics) -> np.ndarray:

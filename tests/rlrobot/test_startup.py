@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 
 from rlrobot.config import load_run_settings
-from rlrobot.run import Summary, without_unmeasured
 from rlrobot.train import Metrics, init_train_state, summarize
 from rlrobot.trainer import _seed_key, build_jax_trainer, seed_key
 
@@ -69,22 +68,21 @@ def test_the_initial_state_is_one_program_with_the_eager_values(tmp_path):
 
 
 def test_an_update_without_a_minibatch_writes_no_losses():
-    measured = Metrics.zeros().replace(iterations=1.0, updates=1.0, entropy=1.4, value_estimate=0.5,
-                                       policy_loss=0.02, value_loss=3.0, approx_kl=0.01, clip_fraction=0.1,
-                                       learning_rate=1e-3, beta=1e-3, epsilon=0.2)
-    host = jax.device_get(measured)
-    assert without_unmeasured(summarize(host, True), host).scalars == summarize(host, True).scalars
+    measured = Metrics.zeros().replace(iterations=1.0, updates=1.0, loss_updates=1.0, value_updates=1.0, entropy=1.4,
+                                       value_estimate=0.5, policy_loss=0.02, value_loss=3.0, approx_kl=0.01,
+                                       clip_fraction=0.1, learning_rate=1e-3, beta=1e-3, epsilon=0.2)
+    scalars = summarize(jax.device_get(measured), True).scalars
+    assert {"Losses/Policy Loss", "Losses/Value Loss", "Policy/Extrinsic Value Estimate"} <= set(scalars)
     # No finished trajectory: no minibatch ran and no value was estimated; the schedules are still real.
-    empty = jax.device_get(measured.replace(value_estimate=0.0, policy_loss=0.0, value_loss=0.0, approx_kl=0.0,
-                                            clip_fraction=0.0))
-    scalars = without_unmeasured(summarize(empty, True), empty).scalars
+    empty = jax.device_get(measured.replace(loss_updates=0.0, value_updates=0.0, value_estimate=0.0, policy_loss=0.0,
+                                            value_loss=0.0, approx_kl=0.0, clip_fraction=0.0))
+    scalars = summarize(empty, True).scalars
     assert not {"Losses/Policy Loss", "Losses/Value Loss", "Policy/Extrinsic Value Estimate"} & set(scalars)
     assert scalars["Policy/Learning Rate"] == pytest.approx(1e-3) and "Policy/Entropy" in scalars
-    # Finished steps, but fewer than a minibatch: the value estimate was measured, the losses were not.
-    few = jax.device_get(empty.replace(value_estimate=np.float32(0.25)))
-    scalars = without_unmeasured(summarize(few, True), few).scalars
-    assert scalars["Policy/Extrinsic Value Estimate"] == pytest.approx(0.25) and "Losses/Value Loss" not in scalars
-    assert isinstance(without_unmeasured(summarize(few, True), few), Summary)
+    # Two updates in the period, one of them without a minibatch: the losses are the measured update's.
+    mixed = jax.device_get(measured.replace(updates=2.0, learning_rate=2e-3))
+    scalars = summarize(mixed, True).scalars
+    assert scalars["Losses/Value Loss"] == pytest.approx(3.0) and scalars["Policy/Learning Rate"] == pytest.approx(1e-3)
 
 
 def _learn(tmp_path: Path, run_id: str, cache: Path) -> list[dict]:
