@@ -81,13 +81,18 @@ def solved_at(summaries: list[tuple[float, int, float | None, float | None]]) ->
     return first
 
 
+def child_env(repo: Path) -> dict[str, str]:
+    """The environment of a child process that runs the checkout ``repo`` (first on ``PYTHONPATH``)."""
+    return {**os.environ, "PYTHONUNBUFFERED": "1",
+            "PYTHONPATH": os.pathsep.join([str(repo), *filter(None, [os.environ.get("PYTHONPATH")])])}
+
+
 def launch(config: Path, repo: Path, cache_dir: Path, results_dir: Path, cache: str, extra: list[str],
            until: str, timeout: float) -> Launch:
     """Run the command line once and stamp its output."""
     command = [sys.executable, "-c", "from rlrobot.cli import entry; entry()", str(config), "--run-id=startup",
                "--force", "--results-dir", str(results_dir), *extra]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "RLROBOT_CACHE_DIR": str(cache_dir),
-           "PYTHONPATH": os.pathsep.join([str(repo), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    env = {**child_env(repo), "RLROBOT_CACHE_DIR": str(cache_dir)}
     env.pop("RLROBOT_COMPILE_CACHE", None)
     result = Launch(cache=cache, load_before=load_average())
     rewards: dict[int, float] = {}
