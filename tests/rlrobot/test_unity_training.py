@@ -103,7 +103,7 @@ def test_missing_build_and_busy_port_are_one_line_errors(tmp_path, standin_build
 def test_validate_puts_the_jax_sim_and_the_build_side_by_side(tmp_path, standin_build, capsys):
     """A policy trained in JAX plays the stand-in as it plays the JAX scene: the two columns agree within noise."""
     fast = yaml.safe_load((Path(__file__).parents[2] / "configs" / "MobileRobot-fast.yaml").read_text())
-    fast["behaviors"]["MobileRobot"].update(max_steps=300_000, checkpoint_interval=300_000)
+    fast["behaviors"]["MobileRobot"].update(max_steps=800_000, checkpoint_interval=800_000)
     (tmp_path / "fast.yaml").write_text(yaml.safe_dump(fast))
     assert learn_main([str(tmp_path / "fast.yaml"), "--run-id=j", "--seed=0",
                        "--results-dir", str(tmp_path / "results")]) == 0
