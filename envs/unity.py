@@ -24,6 +24,10 @@ How the agent semantics map onto the protocol:
   steps (agents destroyed, or decision requesters out of phase), ``step`` raises :class:`UnityError`.
 * **Several vector sensors** are concatenated in the order Unity sends them; :attr:`UnityBatchEnv.observation_sizes`
   keeps their sizes (the inputs ``obs_0 … obs_{k-1}`` of an ML-Agents ONNX).
+* **Environment parameters** go through the EnvironmentParameters side channel as mlagents-learn sends them: a
+  number with ``set_float_parameter``, a :class:`ParameterSampler` with its ``set_*_sampler_parameters`` (the build
+  draws from it). Every value is sent at launch and again before every reset, as mlagents-learn's env manager does;
+  :meth:`UnityBatchEnv.set_environment_parameters` sends new ones with the next step.
 * **Player failures.** A player that crashes, times out or closes the connection (the failures mlagents-learn
   restarts) raises :class:`PlayerFailure`, naming the failed players; :meth:`UnityBatchEnv.restart` relaunches them
   with the same arguments and resets every player. :class:`RestartBudget` is mlagents-learn's quota on that.
@@ -118,6 +122,35 @@ class RestartBudget:
             self._counts[worker] = count + 1
         self._recent[worker] = recent
         return allowed
+
+
+@dataclass(frozen=True)
+class ParameterSampler:
+    """A sampler the build draws an environment parameter from (ML-Agents' ``UniformSettings``, ``GaussianSettings``,
+    ``MultiRangeUniformSettings``): ``kind`` uniform, gaussian or multirangeuniform; ``args`` ``(min_value,
+    max_value)``, ``(mean, st_dev)`` or the intervals ``((min, max), ...)``; ``seed`` the int32 it is seeded with."""
+
+    kind: str
+    args: tuple
+    seed: int
+
+
+def send_parameter(channel: EnvironmentParametersChannel, key: str, value: float | ParameterSampler) -> None:
+    """Queue ``value`` for ``key`` as ML-Agents' ``ParameterRandomizationSettings.apply`` does."""
+    if not isinstance(value, ParameterSampler):
+        channel.set_float_parameter(key, float(value))
+    elif value.kind == "uniform":
+        channel.set_uniform_sampler_parameters(key, *value.args, value.seed)
+    elif value.kind == "gaussian":
+        channel.set_gaussian_sampler_parameters(key, *value.args, value.seed)
+    elif value.kind == "multirangeuniform":
+        channel.set_multirangeuniform_sampler_parameters(key, [list(i) for i in value.args], value.seed)
+    else:
+        raise ValueError(f"environment parameter {key}: unknown sampler {value.kind!r}")
+
+
+def _parameter(value: float | ParameterSampler) -> float | ParameterSampler:
+    return value if isinstance(value, ParameterSampler) else float(value)
 
 
 @dataclass(frozen=True)
@@ -294,7 +327,8 @@ class UnityBatchEnv:
                  base_port: int | None = None, no_graphics: bool = True, no_graphics_monitor: bool = False,
                  width: int = 84, height: int = 84, quality_level: int = 5, time_scale: float = 20.0,
                  target_frame_rate: int = -1, capture_frame_rate: int = 60, num_areas: int = 1,
-                 timeout_wait: int = 60, seed: int = 0, environment_parameters: dict[str, float] | None = None,
+                 timeout_wait: int = 60, seed: int = 0,
+                 environment_parameters: dict[str, float | ParameterSampler] | None = None,
                  additional_args: Sequence[str] = (), log_folder: str | None = None,
                  max_wait_steps: int = 1000, listen_address: str = "127.0.0.1") -> None:
         if base_port is None:
@@ -319,7 +353,7 @@ class UnityBatchEnv:
                                  listen_address=listen_address)
         # Above DEBUG, mlagents-envs also sends the player's stdout/stderr to /dev/null instead of our terminal.
         logging_util.set_log_level(logging.DEBUG if logger.isEnabledFor(logging.DEBUG) else logging.WARNING)
-        self._parameter_values = {key: float(value) for key, value in (environment_parameters or {}).items()}
+        self._parameter_values = {key: _parameter(value) for key, value in (environment_parameters or {}).items()}
         self._parameters: EnvironmentParametersChannel  # a new one for every launch of the player
         self._stats = StatsSideChannel()  # registered so the build's stats are kept, not logged as unknown data
         self._env: _Environment | None = None
@@ -337,9 +371,12 @@ class UnityBatchEnv:
 
     # --- the batch API ----------------------------------------------------------------------------------------------
 
-    def reset(self) -> np.ndarray:
-        """Restart every episode; ``[num_agents, obs]``."""
+    def reset(self, parameters: dict[str, float | ParameterSampler] | None = None) -> np.ndarray:
+        """Restart every episode, first sending every environment parameter (updated with ``parameters``), as
+        mlagents-learn's env manager does; ``[num_agents, obs]``."""
         with self._errors("resetting"):
+            self._parameter_values.update({key: _parameter(value) for key, value in (parameters or {}).items()})
+            self._send_parameters()
             self._env.reset()
             self._obs = self._take_reset_agents()
             return self._obs.copy()
@@ -371,12 +408,12 @@ class UnityBatchEnv:
             self._obs = self._take_reset_agents()
             return self._obs.copy()
 
-    def set_environment_parameters(self, parameters: dict[str, float]) -> None:
-        """Send float environment parameters (as ``environment_parameters`` in the YAML) with the next reset/step;
-        a restarted player gets the latest value of each again."""
+    def set_environment_parameters(self, parameters: dict[str, float | ParameterSampler]) -> None:
+        """Send environment parameters (numbers or samplers, as ``environment_parameters`` in the YAML) with the
+        next reset/step; a reset or a restarted player gets the latest value of each again."""
         for key, value in parameters.items():
-            self._parameter_values[key] = float(value)
-            self._parameters.set_float_parameter(key, float(value))
+            self._parameter_values[key] = _parameter(value)
+            send_parameter(self._parameters, key, self._parameter_values[key])
 
     def pop_stats(self) -> dict[str, list[tuple[float, str]]]:
         """What the build reported through ``StatsRecorder`` since the last call: ``{key: [(value, aggregation)]}``,
@@ -404,11 +441,14 @@ class UnityBatchEnv:
         engine = EngineConfigurationChannel()
         engine.set_configuration_parameters(**self.engine_settings)
         self._parameters = EnvironmentParametersChannel()
-        for key, value in self._parameter_values.items():
-            self._parameters.set_float_parameter(key, value)
+        self._send_parameters()
         self._env = _Environment(side_channels=[engine, self._parameters, self._stats], **self._launch_args)
         self._env.reset()
         self._wait_for_agents(lambda: bool(self._env.behavior_specs))
+
+    def _send_parameters(self) -> None:
+        for key, value in self._parameter_values.items():
+            send_parameter(self._parameters, key, value)
 
     def _step(self, actions: np.ndarray) -> UnitySteps:
         n = self.num_agents
@@ -581,8 +621,8 @@ class UnityVectorEnv:
     def dropped_episodes(self) -> int:
         return sum(e.dropped_episodes for e in self.envs)
 
-    def reset(self) -> np.ndarray:
-        return np.concatenate(self._each(lambda env: env.reset()))
+    def reset(self, parameters: dict[str, float | ParameterSampler] | None = None) -> np.ndarray:
+        return np.concatenate(self._each(lambda env: env.reset(parameters)))
 
     def step(self, actions: np.ndarray) -> UnitySteps:
         actions = np.asarray(actions, np.float32)
@@ -604,7 +644,7 @@ class UnityVectorEnv:
         return np.concatenate(self._each(lambda env, i: env.restart() if i in wanted else env.reset(),
                                          range(len(self.envs))))
 
-    def set_environment_parameters(self, parameters: dict[str, float]) -> None:
+    def set_environment_parameters(self, parameters: dict[str, float | ParameterSampler]) -> None:
         for env in self.envs:
             env.set_environment_parameters(parameters)
 

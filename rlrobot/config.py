@@ -961,7 +961,7 @@ def _parse_environment_parameters(value: Any, key: str = "environment_parameters
     Names are strings (the side channel's keys); constants are numbers (an int a float can hold), true/false or
     strings (a JAX scene's ``action_mode``); samplers and curricula follow ML-Agents' schema, checked here
     (``rlrobot.curriculum``). Each scene field's type and range is checked where the scene is built
-    (``envs.parameters``); the Unity path refuses samplers and curricula.
+    (``envs.parameters``); a Unity build gets them through its side channel (``rlrobot.unity_parameters``).
     """
     from rlrobot.curriculum import parse_parameter
 

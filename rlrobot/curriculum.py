@@ -326,15 +326,24 @@ def make_scene(env, raw: Mapping[str, Any] | None, *, last_lesson: bool = False,
             continue
         lessons = parameter.lessons[-1:] if last_lesson else parameter.lessons
         sampled[name] = [_sampler_entry(lesson) for lesson in lessons]
-        for lesson in parameter.lessons:
-            criteria = lesson.completion_criteria
-            if trained_behavior is not None and criteria is not None and criteria.behavior != trained_behavior:
-                raise env_parameters.ParameterError(
-                    f"{lesson.where.rsplit('.', 1)[0]}.completion_criteria.behavior: {criteria.behavior} is not the "
-                    f"behavior being trained ({trained_behavior}), so the lesson would never end.")
+    problem = None if trained_behavior is None else foreign_behavior(parsed, trained_behavior)
+    if problem:
+        raise env_parameters.ParameterError(problem)
     if not sampled:
         return env, params
     return SampledParams(env, env_parameters.sampled_parameters(params, sampled)), params
+
+
+def foreign_behavior(parameters: Mapping[str, EnvironmentParameter], behavior: str) -> str | None:
+    """The one-line error for a completion criterion that names another behavior than the one trained (the lesson
+    would never end), or None."""
+    for parameter in parameters.values():
+        for lesson in parameter.lessons:
+            criteria = lesson.completion_criteria
+            if criteria is not None and criteria.behavior != behavior:
+                return (f"{lesson.where.rsplit('.', 1)[0]}.completion_criteria.behavior: {criteria.behavior} is not "
+                        f"the behavior being trained ({behavior}), so the lesson would never end.")
+    return None
 
 
 def _sampler_entry(lesson: Lesson) -> tuple[str, str, tuple]:

@@ -32,30 +32,19 @@ class Lessons:
         self.trainer, self.batched, self.members = trainer, batched, members
         parameters = parse_environment_parameters(settings.environment_parameters)
         max_steps = settings.behavior(trainer.behavior).max_steps
-        self.runs, self.curricula = runs if parameters else [], []
-        for run in runs if parameters else ():  # process 0 only: the others follow its broadcasts
-            curriculum = Curriculum(parameters, trainer.behavior, max_steps)
-            saved = getattr(run, "resumed_metadata", {}).get("curriculum")
-            if isinstance(saved, dict):
-                curriculum.load_state_dict(saved, str(run.latest_checkpoint))
-            run.curriculum = curriculum
-            self.curricula.append(curriculum)
+        self.runs = runs if parameters else []  # process 0 only: the others follow its broadcasts
+        self.curricula = [run.attach_curriculum(parameters, max_steps) for run in self.runs]
         self.names = Curriculum(parameters, trainer.behavior, max_steps).names
         if self.curricula and self.names:
             for name in self.curricula[0].names:
                 logger.info(self.curricula[0].describe(name))
         self.current = np.zeros((members, len(self.names)), np.int32)
         self._restart_program = None
-        self._record()
 
     def _record(self) -> None:
         """Where a checkpoint and ``training_status.json`` keep the lessons (see ``Run.save``)."""
-        for run, curriculum in zip(self.runs, self.curricula):
-            run.metadata["curriculum"] = curriculum.state_dict()
-            status = getattr(run, "status", None)
-            for name, lesson in curriculum.lesson_numbers().items():
-                if status is not None:
-                    status.set_lesson(name, lesson)
+        for run in self.runs:
+            run.record_curriculum()
 
     def start(self, state: TrainState) -> TrainState:
         """The runs' lessons (restored by ``--resume``) written into the placed state."""

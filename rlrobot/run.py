@@ -32,6 +32,7 @@ from rlrobot.checkpoints import (
     truncate_metrics,
 )
 from rlrobot.config import RunSettings, TrainerSettings
+from rlrobot.curriculum import Curriculum, EnvironmentParameter
 from rlrobot.summaries import (
     EnvironmentStats,
     SummaryWriter,
@@ -199,7 +200,7 @@ class Run:
         self.write_error: OSError | None = None
         self.environment_stats = EnvironmentStats()
         self.resumed_metadata: dict = {}
-        self.curriculum = None  # rlrobot.curriculum.Curriculum of a run with environment_parameters (JAX robot)
+        self.curriculum: Curriculum | None = None  # the lessons of a run with environment_parameters
 
     @property
     def latest_checkpoint(self) -> Path:
@@ -229,7 +230,7 @@ class Run:
             state, self.resumed_step, self.resumed_metadata = load_checkpoint(self.latest_checkpoint, state)
             return state
         loaded = {name: load_checkpoint(self.latest_checkpoint, getattr(state, name), field=name) for name in fields}
-        self.resumed_step = next(iter(loaded.values()))[1]
+        _, self.resumed_step, self.resumed_metadata = next(iter(loaded.values()))
         return state.replace(step=np.int64(self.resumed_step), **{name: tree for name, (tree, _, _) in loaded.items()})
 
     def open(self) -> None:
@@ -299,6 +300,27 @@ class Run:
             logger.info(console_line(self.behavior, step, elapsed, summary.mean_reward, summary.std_reward,
                                      self.training))
             logger.info(extras_line(self.behavior, step, summary_extras(scalars, rate)))
+
+    def attach_curriculum(self, parameters: dict[str, EnvironmentParameter], max_steps: int) -> Curriculum:
+        """This run's lessons (``rlrobot.curriculum.Curriculum``, both back ends), in the state ``--resume`` restores
+        from the checkpoint; recorded for checkpoints and ``training_status.json``, logged as lesson numbers."""
+        curriculum = Curriculum(parameters, self.behavior, max_steps)
+        saved = self.resumed_metadata.get("curriculum")
+        if isinstance(saved, dict):
+            curriculum.load_state_dict(saved, str(self.latest_checkpoint))
+        self.curriculum = curriculum
+        self.record_curriculum()
+        return curriculum
+
+    def record_curriculum(self) -> None:
+        """Where a checkpoint (its metadata) and ``training_status.json`` (each parameter's ``lesson_num``) keep
+        the lessons."""
+        if self.curriculum is None:
+            return
+        self.metadata["curriculum"] = self.curriculum.state_dict()
+        status = getattr(self, "status", None)  # set by open()
+        for name, lesson in self.curriculum.lesson_numbers().items() if status is not None else ():
+            status.set_lesson(name, lesson)
 
     def lesson_numbers(self) -> dict[str, float]:
         """ML-Agents logs ``Environment/Lesson Number/<param>`` for every environment parameter (0: no curriculum)."""

@@ -8,6 +8,8 @@ worker thread while the players collect the next one with the previous parameter
 does (the data is then one update behind the parameters it is learned into; PPO's ratio accounts for it). A player
 that crashes is relaunched with ML-Agents' restart limits (``max_lifetime_restarts``, ``restarts_rate_limit_n``
 per ``restarts_rate_limit_period_s``); the buffer being collected is dropped, as ML-Agents drops its trajectories.
+``environment_parameters`` (constants, samplers, curricula) reach the build as mlagents-learn sends them
+(:mod:`rlrobot.unity_parameters`); lessons move after summaries, as on the JAX path.
 """
 from __future__ import annotations
 
@@ -49,31 +51,22 @@ from rlrobot.train import (
     summarize,
 )
 from rlrobot.trainer import UnityTrainer, UnityTrainState, build_unity_trainer, checkpoint_metadata, seed_key
+from rlrobot.unity_parameters import UnityParameters
 
 logger = logging.getLogger("rlrobot")
 
 
-def unity_environment_parameters(parameters: dict | None) -> dict[str, float]:
-    """ML-Agents' ``environment_parameters`` as the floats the EnvironmentParameters side channel sends."""
-    values: dict[str, float] = {}
-    for name, value in (parameters or {}).items():
-        if not isinstance(value, (int, float)):
-            raise RunError(f"environment_parameters.{name}: only constant numbers are sent to a Unity build, "
-                           f"not samplers or curricula")
-        values[name] = float(value)
-    return values
-
-
-def open_unity(settings: RunSettings, seed: int, log_folder: Path | None, listen_address: str = "127.0.0.1"):
+def open_unity(settings: RunSettings, seed: int, log_folder: Path | None, listen_address: str = "127.0.0.1",
+               parameters: dict | None = None):
     """The build's players: one ``UnityBatchEnv`` or ``--num-envs`` of them side by side, launched with the engine
-    settings mlagents-learn sends."""
+    settings mlagents-learn sends and the environment parameters' values (``UnityParameters.values``)."""
     from envs.unity import UnityBatchEnv, UnityVectorEnv
 
     es, engine = settings.env_settings, settings.engine_settings
     names = list(settings.behaviors)
     options = dict(behavior=names[0] if len(names) == 1 else None, base_port=es.base_port,
                    timeout_wait=es.timeout_wait, seed=seed % 2**31, num_areas=es.num_areas,  # the protocol's int32
-                   environment_parameters=unity_environment_parameters(settings.environment_parameters),
+                   environment_parameters=parameters,
                    additional_args=tuple(es.env_args or ()), log_folder=str(log_folder) if log_folder else None,
                    width=engine.width, height=engine.height, quality_level=engine.quality_level,
                    time_scale=engine.time_scale, target_frame_rate=engine.target_frame_rate,
@@ -97,10 +90,20 @@ class HostRollout:
     trajectories up to ``time_horizon`` (ML-Agents' semantics). A restart drops the carried steps, as ML-Agents drops
     the players' unfinished trajectories."""
 
-    def __init__(self, env, spec: TrainSpec, act, seed: int, budget) -> None:
+    def __init__(self, env, spec: TrainSpec, act, seed: int, budget, parameters: dict | None = None) -> None:
         self.env, self.spec, self.act, self.budget = env, spec, act, budget
         self.key = jax.random.fold_in(seed_key(seed), 2)
-        self._start(env.reset())
+        self._start(env.reset(parameters))
+
+    def reset(self, parameters: dict) -> None:
+        """Reset every player with these environment parameters (a lesson's ``require_reset``) and drop the carried
+        steps, as ML-Agents drops the unfinished trajectories on a reset."""
+        from envs.unity import PlayerFailure
+
+        try:
+            self._start(self.env.reset(parameters))
+        except PlayerFailure as failure:
+            self._restart(failure)
 
     def _start(self, obs: np.ndarray) -> None:
         n = self.env.num_agents
@@ -183,9 +186,11 @@ def _train_on_build(settings: RunSettings, timers: Timers, stop: StopRequest, li
         raise RunError(f"--env needs mlagents-envs ({error}); install it with: pip install 'rlrobot[unity]'") from None
     cp, es = settings.checkpoint_settings, settings.env_settings
     seed = resolve_seed(settings)
+    parameters = UnityParameters(settings.environment_parameters, seed)
     check_run_dir(settings)   # before the player writes its log into the run folder
     try:
-        env = open_unity(settings, seed, None if cp.inference else run_dir(settings) / "run_logs", listen_address)
+        env = open_unity(settings, seed, None if cp.inference else run_dir(settings) / "run_logs", listen_address,
+                         parameters.values())
     except UnityError as error:
         raise RunError(str(error)) from error
     try:
@@ -193,6 +198,7 @@ def _train_on_build(settings: RunSettings, timers: Timers, stop: StopRequest, li
             config = settings.behavior(env.brain_name)
         except ConfigError as error:
             raise RunError(str(error)) from error
+        parameters.check_behavior(env.brain_name)
         if cp.resume:
             check_run_dir(settings, env.brain_name)
         unity = build_unity_trainer(config, env.observation_size, env.action_size, env.num_agents)
@@ -201,9 +207,10 @@ def _train_on_build(settings: RunSettings, timers: Timers, stop: StopRequest, li
         state = run.initial_state(unity.init_state(seed), resume_fields=("agent", "opt_state"))
         run.open()
         _log_start(settings, env, unity.spec, seed)
+        parameters.attach(run, config.max_steps)
         budget = RestartBudget(es.max_lifetime_restarts, es.restarts_rate_limit_n, es.restarts_rate_limit_period_s)
         stop.arm()
-        return UnityTraining(env, run, unity, seed, timers, budget).run(state, UnityError, stop)
+        return UnityTraining(env, run, unity, seed, timers, budget, parameters).run(state, UnityError, stop)
     finally:
         env.close()
 
@@ -243,8 +250,10 @@ class Updates:
 class UnityTraining:
     """Collect a buffer, learn from it, and hand metrics and states to the run."""
 
-    def __init__(self, env, run: Run, unity: UnityTrainer, seed: int, timers: Timers, budget) -> None:
+    def __init__(self, env, run: Run, unity: UnityTrainer, seed: int, timers: Timers, budget,
+                 parameters: UnityParameters | None = None) -> None:
         self.env, self.record, self.unity, self.seed, self.timers, self.budget = env, run, unity, seed, timers, budget
+        self.parameters = parameters
         self.config = run.trainer
         self.pending: Metrics | None = None
         self.diverged = False
@@ -258,7 +267,8 @@ class UnityTraining:
         try:
             with self.timers.time("train"), ThreadPoolExecutor(1) as pool:
                 updates = Updates(self.unity.learn, pool)
-                rollout = HostRollout(self.env, self.unity.spec, self.unity.act, self.seed, self.budget)
+                rollout = HostRollout(self.env, self.unity.spec, self.unity.act, self.seed, self.budget,
+                                      self.parameters.values() if self.parameters else None)
                 while (collected < self.cadence.max_steps and not stop.requested and not self.diverged
                        and not self.record.failed):
                     state, buffer_done = self._step(state, rollout, updates, stop)
@@ -266,7 +276,7 @@ class UnityTraining:
                         break
                     previous, collected = collected, collected + self.unity.spec.steps_per_iteration
                     progress.update(collected)
-                    self._record(previous, collected, clock)
+                    self._record(previous, collected, clock, rollout)
                     if self.record.training and self.cadence.checkpoint_due(previous, collected):
                         state = self._wait(state, updates)
                         saved = self._save(state, saved)
@@ -317,13 +327,25 @@ class UnityTraining:
     def _add(self, metrics: Metrics) -> None:
         self.pending = metrics if self.pending is None else self.pending.add(metrics)
 
-    def _record(self, previous: int, collected: int, clock: SummaryClock) -> None:
+    def _record(self, previous: int, collected: int, clock: SummaryClock, rollout: HostRollout) -> None:
         if not self.cadence.summary_due(previous, collected):
             return
         elapsed, rate = clock.lap(collected)
         summary = summarize(self.pending, self.record.training, self.unity.spec.reward_strength)
         self.record.write_summary(self.cadence.label(collected), summary, elapsed, rate)
+        if self.parameters is not None:
+            self._next_lessons(collected, rollout)
         self.pending = None
+
+    def _next_lessons(self, step: int, rollout: HostRollout) -> None:
+        """The curriculum sees the summary period; a lesson that moved sends every parameter's current value, with
+        the next step or, when the finished lesson asks for ``require_reset``, with a reset of every player."""
+        changed, must_reset = self.parameters.update(step, self.pending)
+        if must_reset:
+            logger.info("Resetting the environment: a completed lesson asks for require_reset.")
+            rollout.reset(self.parameters.values())
+        elif changed:
+            self.env.set_environment_parameters(self.parameters.values())
 
     def _save(self, state: UnityTrainState, saved: int) -> int:
         step = int(state.step)

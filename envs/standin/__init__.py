@@ -2,8 +2,9 @@
 
 It plays the Unity side of the ML-Agents gRPC protocol (API 1.5.0) exactly as a Linux player build does — it dials the
 trainer's mlagents-envs on ``--mlagents-port``, does the two-call handshake, applies the EngineConfiguration and
-EnvironmentParameters side channels, reports episode ends twice in one message, and quits on status 400 — but the
-robots are :mod:`envs.numpy_robot` (scene s6's physics as ported to NumPy, robot ``i`` in arena ``i mod 8``), not
+EnvironmentParameters side channels (a float at once; a sampler drawn with Unity's seeded generators at each agent's
+episode begin, :mod:`envs.standin.samplers`), reports episode ends twice in one message, and quits on status 400 — but
+the robots are :mod:`envs.numpy_robot` (scene s6's physics as ported to NumPy, robot ``i`` in arena ``i mod 8``), not
 Unity's. Anything a real build shows that the port does not model (the settle drop after a reset, Unity's physics
 engine, rendering) is absent here. Use it to check a trainer's Unity path end to end without Unity.
 

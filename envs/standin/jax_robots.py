@@ -7,6 +7,7 @@ trainer uses. Robot ``i`` starts in slot ``i``, as agent ``i`` of a Unity scene.
 """
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import jax
@@ -31,9 +32,10 @@ class JaxRobots:
         self._step = jax.jit(lambda key, state, action, params: self.env.step_batch(key, state, action, params))
 
     def with_params(self, params: Any) -> JaxRobots:
-        """The same robots, where they are, under other constants (from the next step)."""
-        robots = JaxRobots(self.name, self.num_envs, params=params)
-        robots.key, robots.state = self.key, self.state
+        """The same robots, where they are, under other constants (from the next step); the compiled reset and step
+        are kept (params are their arguments), so a sampled parameter does not recompile them."""
+        robots = copy.copy(self)
+        robots.params = params
         return robots
 
     def reset(self) -> np.ndarray:

@@ -25,6 +25,7 @@ from mlagents_envs.communicator_objects.unity_message_pb2 import UnityMessagePro
 from mlagents_envs.communicator_objects.unity_to_external_pb2_grpc import UnityToExternalProtoStub  # noqa: E402
 
 from envs.standin import wire  # noqa: E402
+from envs.standin.samplers import SAMPLER_KINDS, SamplerMessage  # noqa: E402
 from envs.standin.scene import DEFAULT_SCENE, Report, Scene  # noqa: E402
 
 COMMUNICATION_VERSION = "1.5.0"
@@ -175,19 +176,28 @@ class Player:
         if engine:
             log.info(f"engine settings: {self.engine_settings!r}")
 
-    def _set_parameter(self, key: str, value: float | None, what: str) -> None:
-        params = self.scene.params
-        if value is None:
-            log.warning(f"environment parameter {key}: {what} not supported by the stand-in; ignored")
+    def _set_parameter(self, key: str, value: float | SamplerMessage) -> None:
+        """Unity's EnvironmentParametersChannel: a float applies now; a sampler is registered and drawn at each
+        agent's episode begin (``Scene._begin_episodes``). Either only acts on a numeric field of the scene's params."""
+        scene, params_name = self.scene, type(self.scene.params).__name__
+        if isinstance(value, SamplerMessage):
+            try:
+                scene.parameters.set_sampler(key, value)
+            except ValueError as error:
+                log.warning(f"environment parameter {key} = {value}: {error}; ignored")
+                return
+            if scene.field_type(key) is None:
+                log.warning(f"environment parameter {key} = {value}: not a numeric {params_name} field; never read")
+            elif value.kind not in SAMPLER_KINDS:
+                log.warning(f"environment parameter {key}: {value}, drawn at each agent's episode begin")
+            else:
+                log.info(f"environment parameter {key}: {value}, drawn at each agent's episode begin")
             return
-        field = next((f for f in dataclasses.fields(params) if f.name == key), None)
-        default = None if field is None else field.default
-        if not isinstance(default, (int, float)) or isinstance(default, bool):
-            log.warning(f"environment parameter {key} = {what}: not a numeric {type(params).__name__} field; ignored")
+        scene.parameters.set_float(key, value)
+        if scene.field_type(key) is None:
+            log.warning(f"environment parameter {key} = {value:g}: not a numeric {params_name} field; ignored")
             return
-        old = getattr(params, key)
-        new = int(value) if isinstance(default, int) else float(value)
-        self.scene.set_params(params.replace(**{key: new}))
+        old, new = scene.set_parameter(key, value)
         log.info(f"environment parameter {key}: {old} -> {new}")
 
     def _initialization_message(self) -> UnityMessageProto:

@@ -8,17 +8,27 @@ What Unity does and this copies (ML-Agents 3.0 ``Agent`` + ``DecisionRequester``
   observation, ``max_step_reached`` for a time-out), and the ended agent's stored action is cleared, so it idles with
   zero actions until its next decision;
 * a step in which no agent reports anything is not sent to the trainer at all;
-* a RESET restarts every episode and the step count, with no ``done`` for the aborted episodes.
+* a RESET restarts every episode and the step count, with no ``done`` for the aborted episodes;
+* each agent's ``OnEpisodeBegin`` (after a RESET, and when its episode ended) reads the environment parameters the
+  trainer sent as samplers (:class:`envs.standin.samplers.EnvironmentParameters`) for the numeric fields of the
+  scene's params: one new draw per agent and parameter, as ``GetWithDefault`` draws in Unity. The robots share one
+  params, so a draw is set for all of them, from the next step, and the last agent's draw stands (with one agent,
+  ``--agents 1``, every episode runs under its own draw). Float parameters apply when they arrive.
 """
 from __future__ import annotations
 
+import dataclasses
+import logging
 from dataclasses import dataclass
 
 import numpy as np
 
 from envs.numpy_robot import NumpyMobileRobot
+from envs.standin.samplers import EnvironmentParameters
 
 DEFAULT_SCENE = "MobileRobot"
+
+log = logging.getLogger("envs.standin")
 
 
 def make_robots(scene: str, num_agents: int, seed: int):
@@ -60,6 +70,7 @@ class Scene:
         self.reward = np.zeros(num_agents, np.float32)
         self.obs = np.zeros((num_agents, self.robots.observation_size), np.float32)
         self.step_count = 0
+        self.parameters = EnvironmentParameters()
 
     @property
     def num_agents(self) -> int:
@@ -73,11 +84,42 @@ class Scene:
         """Swap the scene's constants, keeping every robot where it is (takes effect from the next step)."""
         self.robots = self.robots.with_params(params)
 
+    def field_type(self, key: str) -> type | None:
+        """``int`` or ``float`` for a numeric field of the scene's params (what a parameter can set), else None."""
+        field = next((f for f in dataclasses.fields(self.params) if f.name == key), None)
+        default = None if field is None else field.default
+        if not isinstance(default, (int, float)) or isinstance(default, bool):
+            return None
+        return int if isinstance(default, int) else float
+
+    def set_parameter(self, key: str, value: float) -> tuple[float, float]:
+        """Set the numeric field ``key`` from the next step (an int field takes ``(int)value``, as C# casts);
+        returns ``(old, new)``."""
+        old, new = getattr(self.params, key), self.field_type(key)(value)
+        if new != old:
+            self.set_params(self.params.replace(**{key: new}))
+        return old, new
+
+    def _begin_episodes(self, agents: np.ndarray) -> None:
+        """The agents' ``OnEpisodeBegin``: each reads every sampled parameter that names a numeric field (one new
+        draw per agent and key, in agent order); the last draw of each key is set for all robots."""
+        keys = [key for key in self.parameters.sampled_keys() if self.field_type(key) is not None]
+        if not keys or not agents.size:
+            return
+        drawn = {}
+        for agent in agents.tolist():
+            for key in keys:
+                drawn[key] = self.parameters.get_with_default(key, float(getattr(self.params, key)))
+                log.info(f"agent {agent} begins an episode: {key} drawn {drawn[key]!r}")
+        for key, value in drawn.items():
+            self.set_parameter(key, value)
+
     def reset(self) -> Report:
         self.step_count = 0
         self.actions[:] = 0.0
         self.reward[:] = 0.0
         self.obs = self.robots.reset()
+        self._begin_episodes(np.arange(self.num_agents))
         return self._report(np.empty(0, np.int64), self.obs[:0], np.empty(0, bool), goals=0)
 
     def step(self, deciding: np.ndarray, actions: np.ndarray) -> Report:
@@ -89,6 +131,7 @@ class Scene:
             self.obs, reward, terminated, truncated, final_obs = self.robots.step(self.actions)
             self.reward += reward
             ended = np.flatnonzero(terminated | truncated)
+            self._begin_episodes(ended)
             if ended.size or self.step_count % self.period == 0:
                 return self._report(ended, final_obs[ended], truncated[ended], goals=int(terminated.sum()))
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 import struct
 import uuid
 
+from envs.standin.samplers import SAMPLER_KINDS, SamplerMessage
+
 ENGINE_CONFIGURATION = uuid.UUID("e951342c-4f7e-11ea-b238-784f4387d1f7")
 ENVIRONMENT_PARAMETERS = uuid.UUID("534c891e-810f-11ea-a9d0-822485860400")
 STATS = uuid.UUID("a1d8f7b7-cec8-50f9-b78b-d3e165a78520")
@@ -15,7 +17,6 @@ TRAINING_ANALYTICS = uuid.UUID("b664a4a9-d86f-5a5f-95cb-e8353a7e8356")
 
 ENGINE_SETTINGS = {0: ("resolution", "<ii"), 1: ("quality_level", "<i"), 2: ("time_scale", "<f"),
                    3: ("target_frame_rate", "<i"), 4: ("capture_frame_rate", "<i")}
-SAMPLERS = {0: "uniform", 1: "gaussian", 2: "multirange_uniform"}
 STATS_SUM = 2  # StatsAggregationMethod.SUM
 
 
@@ -67,17 +68,26 @@ def engine_setting(payload: bytes) -> tuple[str, tuple]:
     return name, reader.unpack(fmt)
 
 
-def environment_parameter(payload: bytes) -> tuple[str, float | None, str]:
-    """One EnvironmentParameters message: ``(key, value, what)``; value is None for a sampler, described in what."""
+def environment_parameter(payload: bytes) -> tuple[str, float | SamplerMessage]:
+    """One EnvironmentParameters message: ``(key, value)``, value a float or a :class:`SamplerMessage` (its seed,
+    type and arguments, as ``EnvironmentParametersChannel.cs`` reads them)."""
     reader = Reader(payload)
     key, kind = reader.string(), reader.int32()
     if kind == 0:
-        value = reader.unpack("<f")[0]
-        return key, value, f"{value:g}"
-    if kind == 1:
-        seed, sampler = reader.int32(), reader.int32()
-        return key, None, f"{SAMPLERS.get(sampler, f'sampler type {sampler}')} sampler (seed {seed})"
-    raise ValueError(f"environment parameter {key!r}: unknown data type {kind}")
+        return key, reader.unpack("<f")[0]
+    if kind != 1:
+        raise ValueError(f"environment parameter {key!r}: unknown data type {kind}")
+    seed, sampler = reader.int32(), reader.int32()
+    if not 0 <= sampler < len(SAMPLER_KINDS):  # Unity warns and reads 0.0 from it
+        return key, SamplerMessage(f"unknown sampler type {sampler}", seed, ())
+    if SAMPLER_KINDS[sampler] == "multirangeuniform":
+        count = reader.int32()
+        if not 0 <= count <= (len(payload) - reader.offset) // 4:
+            raise ValueError(f"environment parameter {key!r}: a float list of {count} values in {len(payload)} bytes")
+        args = reader.unpack(f"<{count}f")
+    else:
+        args = reader.unpack("<ff")
+    return key, SamplerMessage(SAMPLER_KINDS[sampler], seed, tuple(args))
 
 
 def stat(key: str, value: float, aggregation: int = STATS_SUM) -> bytes:
