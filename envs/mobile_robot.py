@@ -137,8 +137,7 @@ class MobileRobot(Environment[MobileRobotState, MobileRobotParams]):
 
     def step_needs_key(self, params: MobileRobotParams) -> bool:
         """Only the noise of domain randomisation draws in a step."""
-        return not all(randomization.is_off(value, 0.0)
-                       for value in (params.action_noise, params.observation_noise, params.ray_dropout))
+        return randomization.draws_noise(params)
 
     def reset_env(self, key, params, slot, prev_state):
         draws = key  # the reset's own key: the extra streams below derive from it (envs.randomization.stream)

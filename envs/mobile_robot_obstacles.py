@@ -11,6 +11,10 @@ MobileRobot, 0.4 m per unit a0, a rotated block between car and goal, and a box-
 * reward −0.005 × (stage before the move); +100 and the episode ends when a front ray (0°, ±20°, ±40°) sees the
   goal within 2 m; −0.5 for every other ray hit closer than 1 m; Unity's ``MaxStep`` 2500 truncates.
 * fixed starts per arena (the scene's randomisation is commented out); robot ``slot`` uses arena ``slot mod 8``.
+* domain randomisation for the real robot, off by default, as in MobileRobot (``envs.randomization``):
+  ``action_noise``, ``actuation_scale``, ``observation_noise`` and ``ray_dropout`` (on the rays, and on the facing
+  angle in s6's units of 180° while stage 1 reports it; the stage is the scene's own), ``sensor_range``. They change
+  what the robot does and senses, never the reward or the stage.
 """
 from __future__ import annotations
 
@@ -21,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from envs import car, geometry
+from envs import car, geometry, randomization
 from envs.api import Environment
 from envs.car import wall_boxes
 from envs.geometry import Box, Vec
@@ -69,6 +73,11 @@ class MobileRobotObstaclesParams:
     near_penalty: float = -0.5
     near_distance: float = 1.0
     max_episode_steps: int = 2500      # Unity's MaxStep in this scene
+    action_noise: float = 0.0          # domain randomisation, off by default (envs.mobile_robot has the meanings)
+    actuation_scale: float = 1.0
+    observation_noise: float = 0.0
+    ray_dropout: float = 0.0
+    sensor_range: float = 0.0
     action_mode: str = struct.field(pytree_node=False, default="unity")
     walls: tuple = struct.field(pytree_node=False, default=S7_WALLS)
     arenas: tuple = struct.field(pytree_node=False, default=S7_ARENAS)
@@ -103,6 +112,10 @@ class MobileRobotObstacles(Environment[MobileRobotObstaclesState, MobileRobotObs
     def default_params(self) -> MobileRobotObstaclesParams:
         return MobileRobotObstaclesParams()
 
+    def step_needs_key(self, params: MobileRobotObstaclesParams) -> bool:
+        """Only the noise of domain randomisation draws in a step."""
+        return randomization.draws_noise(params)
+
     def solids(self, arena, params) -> tuple[tuple[Box, ...], tuple[Box, ...], Box]:
         """One arena's solid boxes: the walls, the blocks (the arena's own first) and the goal box."""
         def column(i: int) -> jnp.ndarray:
@@ -122,16 +135,18 @@ class MobileRobotObstacles(Environment[MobileRobotObstaclesState, MobileRobotObs
         state = MobileRobotObstaclesState(pos=arena_table(params, 0)[arena], yaw=jnp.float32(0.0),
                                           slot=jnp.where(slot < 0, arena, slot).astype(jnp.int32), t=jnp.int32(0),
                                           stage=jnp.int32(0))
-        obs, stage, _, _ = self._observe(state, params)
+        obs, stage, _, _ = self._observe(state, params, randomization.stream(key, "reset"))
         return obs, state.replace(stage=stage)
 
     def step_env(self, key, state, action, params):
         arena = state.slot % len(params.arenas)
-        delta, dyaw = car.motion(state.yaw, action, params.action_mode, params.forward_step, params.turn_step,
-                                 params.wheel_speed, params.wheel_base)
+        action = randomization.noisy_action(key, action, params)
+        forward_step, turn_step, wheel_speed = randomization.actuation(params)
+        delta, dyaw = car.motion(state.yaw, action, params.action_mode, forward_step, turn_step, wheel_speed,
+                                 params.wheel_base)
         pos, yaw = car.move(car.as_vec(state.pos), state.yaw, delta, dyaw, self._scene(arena, params))
         moved = state.replace(pos=jnp.stack(pos), yaw=yaw, t=state.t + 1)
-        obs, stage, distances, hit_goal = self._observe(moved, params)
+        obs, stage, distances, hit_goal = self._observe(moved, params, key)
         front = np.isin(np.arange(car.NUM_RAYS), params.front_rays)
         reached = (distances <= params.goal_distance) & hit_goal & front
         terminated, penalties = car.episode_outcome(reached, (distances < params.near_distance) & ~reached)
@@ -141,7 +156,9 @@ class MobileRobotObstacles(Environment[MobileRobotObstaclesState, MobileRobotObs
         truncated = (moved.t >= params.max_episode_steps) & ~terminated
         return obs, moved.replace(stage=stage), reward, terminated, truncated
 
-    def _observe(self, state, params):
+    def _observe(self, state, params, key=None):
+        """The observation as the robot senses it (``key`` draws its noise, if any), the stage, and the scene's own
+        ray distances and goal hits, which the reward uses."""
         walls, blocks, goal = self.solids(state.slot % len(params.arenas), params)
         pos, forward = car.as_vec(state.pos), geometry.heading(state.yaw)
         rays = car.sensor_rays(pos, forward, params.sensor_behind_pivot)
@@ -153,9 +170,21 @@ class MobileRobotObstacles(Environment[MobileRobotObstaclesState, MobileRobotObs
                                       goal_first=False)
         stage = self._stage(pos, forward, facing, blocks, goal, params)
         one_hot = jax.nn.one_hot(stage - 1, 3)
-        readings = jnp.where(jnp.isfinite(distances), distances / params.ray_length, 1.0)
+        sensed = randomization.sensed_distances(distances, params)
+        readings = jnp.where(jnp.isfinite(sensed), sensed / params.ray_length, 1.0)
+        facing, readings = self._noisy(key, facing, readings, params)
         obs = jnp.concatenate([one_hot, jnp.where(stage == 1, facing, 0.0)[None], readings]).astype(jnp.float32)
         return obs, stage, distances, hit_goal
+
+    @staticmethod
+    def _noisy(key, facing, readings, params):
+        """Observation noise and ray dropout exactly as MobileRobot draws them, on its view ``[facing/180, rays]``
+        (none without a ``key``: the scene's own observation, as renderers and tests ask for it)."""
+        if key is None or (randomization.is_off(params.observation_noise, 0.0)
+                           and randomization.is_off(params.ray_dropout, 0.0)):
+            return facing, readings
+        view = randomization.noisy_observation(key, jnp.concatenate([(facing / 180.0)[None], readings]), 1, params)
+        return view[0] * 180.0, view[1:]
 
     def _stage(self, pos: Vec, forward: Vec, facing, blocks: tuple[Box, ...], goal: Box, params) -> jnp.ndarray:
         to_goal = Vec(goal.center.x - pos.x, goal.center.z - pos.z)

@@ -31,6 +31,11 @@ def stream(key: chex.PRNGKey, purpose: str) -> chex.PRNGKey:
     return jax.random.fold_in(key, (zlib.crc32(purpose.encode()) | 0x80000000) & 0xFFFFFFFF)
 
 
+def draws_noise(params) -> bool:
+    """Whether a step may draw on its key: some noise (action, observation, ray dropout) is not known to be off."""
+    return not all(is_off(value, 0.0) for value in (params.action_noise, params.observation_noise, params.ray_dropout))
+
+
 def actuation(params) -> tuple:
     """``forward_step, turn_step, wheel_speed`` times the robot's ``actuation_scale`` (wheel slip, motor strength:
     < 1 moves and turns less than commanded, > 1 more)."""

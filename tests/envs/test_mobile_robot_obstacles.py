@@ -76,3 +76,47 @@ def test_a_car_with_its_nose_on_a_wall_still_turns():
     from envs import car
 
     assert bool(car.body_is_free(state.pos, state.yaw, walls + blocks + (goal,)))
+
+
+def rollout(params, steps=60, robots=64):
+    """Every robot's observations, rewards, positions and stages over ``steps`` of the same random actions."""
+    def body(carry, key):
+        obs, state = carry
+        action = jax.random.uniform(jax.random.fold_in(key, 1), (robots, 2), minval=-1.0, maxval=1.0)
+        obs2, state2, reward, *_ = ENV.step_batch(key, state, action, params)
+        return (obs2, state2), (obs, reward, state.pos, state.stage)
+
+    carry = ENV.reset_batch(jax.random.PRNGKey(3), params, robots)
+    return jax.lax.scan(body, carry, jax.random.split(jax.random.PRNGKey(4), steps))[1]
+
+
+def test_domain_randomisation_changes_what_the_robot_does_and_senses_not_the_reward_or_stage():
+    assert not ENV.step_needs_key(PARAMS) and ENV.step_needs_key(PARAMS.replace(action_noise=0.1))
+    program = jax.jit(rollout)  # the params traced: one compile, the general path of every field
+
+    def run(params):
+        return [np.asarray(x) for x in program(params)]
+
+    base = run(PARAMS)
+    blind = run(PARAMS.replace(ray_dropout=1.0))
+    assert np.all(blind[0][..., 4:] == 1.0)
+    for a, b in zip(base[1:], blind[1:]):  # the same rewards, moves and stages: only the sensing changed
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(blind[0][..., :4], base[0][..., :4])
+    short = run(PARAMS.replace(sensor_range=1.0))
+    rays = short[0][..., 4:]
+    assert np.all((rays <= 0.25) | (rays == 1.0)) and np.any(base[0][..., 4:] < 1.0)
+    np.testing.assert_array_equal(short[1], base[1])
+    noisy = run(PARAMS.replace(observation_noise=0.05))
+    np.testing.assert_array_equal(noisy[1], base[1])
+    np.testing.assert_array_equal(noisy[0][..., :3], base[0][..., :3])  # the stage is the scene's own
+    stage1 = base[0][..., 0] == 1.0
+    facing_noise = (noisy[0][..., 3] - base[0][..., 3])[stage1]
+    assert stage1.sum() > 50 and 4.0 < facing_noise.std() < 14.0  # 0.05 of s6's 180° unit
+    assert np.all(noisy[0][..., 3][~stage1] == 0.0)  # still reported in stage 1 only
+    ray_noise = noisy[0][..., 4:] - base[0][..., 4:]
+    assert 0.02 < ray_noise[(base[0][..., 4:] > 0.2) & (base[0][..., 4:] < 0.8)].std() < 0.08
+    stuck = run(PARAMS.replace(actuation_scale=0.0, action_noise=0.3))
+    assert np.all(stuck[2] == stuck[2][0:1])  # scale 0: no robot moves
+    shaky = run(PARAMS.replace(action_noise=0.3))
+    assert not np.array_equal(shaky[2], base[2])
