@@ -13,7 +13,10 @@ It lives beside JAX's cache (``<RLROBOT_CACHE_DIR>/programs/``) and is on exactl
 saving (a truncated file, another JAX, a program that cannot be serialised) costs only the usual compile: the file
 is ignored, and replaced when the fresh program can be saved. Only a program that XLA compiled in this process is
 saved: an executable that JAX's persistent cache loaded cannot be serialised again on the CPU backend (it loads but
-fails when run), so it is left to JAX's cache.
+fails when run). So on the CPU, when JAX's cache has a program this cache lacks (the sources changed but not the
+program), it is compiled once more under a key of its own (:data:`KEY_OPTION`) and saved: that launch pays a
+compile, and the following ones neither trace nor lower, instead of every launch tracing and lowering until the
+sources change again.
 """
 from __future__ import annotations
 
@@ -31,6 +34,9 @@ logger = logging.getLogger("rlrobot")
 
 FORMAT = 1
 KEEP = 24                 # programs kept; older files are removed when a new one is saved
+# An XLA option only the GPU compiler reads (how many autotuning candidates to keep) and that JAX's cache key
+# includes: on the CPU, set to a value of the program file's own, it changes the key and nothing in the program.
+KEY_OPTION = "xla_gpu_autotune_max_solutions"
 PACKAGES = ("rlrobot", "envs")
 LIBRARIES = ("jax", "jaxlib", "flax", "optax", "chex", "numpy", "ml_dtypes")
 
@@ -174,10 +180,19 @@ def compile_cached(name: str, description: Any, lower: Callable[[], Any]) -> Any
         return program
     _listen()
     hits = _hits_here()
-    program = lower().compile()
+    lowered = lower()
+    program = lowered.compile()
+    if _hits_here() != hits and jax.default_backend() == "cpu":  # from JAX's cache: compile it here, once, to save
+        hits = _hits_here()
+        program = lowered.compile(compiler_options={KEY_OPTION: _key_option(path)})
     if _hits_here() == hits:  # compiled here, not loaded from JAX's cache: it can be saved
         _save(path, program)
     return program
+
+
+def _key_option(path: Path) -> int:
+    """A value of :data:`KEY_OPTION` that is this program file's own, so that JAX's cache key differs too."""
+    return int(hashlib.sha256(path.name.encode()).hexdigest()[:7], 16) + 1
 
 
 def _load(path: Path) -> Any:

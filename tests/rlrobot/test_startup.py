@@ -119,3 +119,20 @@ def test_a_damaged_program_file_costs_only_a_compile(tmp_path):
         path.write_bytes(path.read_bytes()[:100])
     second = _learn(tmp_path, "second", cache)
     assert [line["step"] for line in second] == [line["step"] for line in first]
+
+
+def test_a_program_only_jaxs_cache_has_is_compiled_once_more_and_kept(tmp_path):
+    """As after an edit that leaves the programs as they were: the program files are gone, JAX's cache has them."""
+    cache = tmp_path / "cache"
+    first = _learn(tmp_path, "first", cache)
+    for path in (cache / "programs").glob("*.jaxprogram"):
+        path.unlink()
+    second = _learn(tmp_path, "second", cache)
+    programs = sorted(p.name.split("-")[0] for p in (cache / "programs").glob("*.jaxprogram"))
+    assert programs == ["init_state", "train"]  # JAX's copies could not be saved; the ones compiled again were
+    jax_entries = sorted(p.name for p in (cache / "jax").iterdir())
+    third = _learn(tmp_path, "third", cache)
+    assert sorted(p.name for p in (cache / "jax").iterdir()) == jax_entries  # loaded whole: nothing compiled
+    strip = [{k: v for k, v in line.items() if k not in ("wall_time", "steps_per_second")} for line in first]
+    for run in (second, third):
+        assert [{k: v for k, v in line.items() if k not in ("wall_time", "steps_per_second")} for line in run] == strip
