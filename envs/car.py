@@ -74,13 +74,18 @@ def motion(yaw: jnp.ndarray, action: jnp.ndarray, action_mode: str, forward_step
     return Vec(distance * direction.x, distance * direction.z), dyaw
 
 
-def move(pos: Vec, yaw: jnp.ndarray, delta: Vec, dyaw: jnp.ndarray, solids: Sequence[Box]) -> tuple[Vec, jnp.ndarray]:
-    """Apply a move with solid obstacles: translate (sliding along a wall if blocked), then rotate.
+def move(pos: Vec, yaw: jnp.ndarray, delta: Vec, dyaw: jnp.ndarray,
+         solids: Sequence[Box]) -> tuple[Vec, jnp.ndarray, Vec]:
+    """Apply a move with solid obstacles: translate (sliding along a wall if blocked), then rotate. Returns the new
+    pivot, yaw and heading (the unit vector it faces).
 
     Unity's ``Rotate`` always turns the car and the physics engine then pushes it out of whatever it overlaps, so a
     car with its nose against a wall still turns (and slides off it): the turned body is pushed out of each solid in
     turn along the shortest way (:func:`geometry.push_out`). Only if that leaves it overlapping something (a corner
     pushing it into another solid) does the turn not happen.
+
+    The heading is returned, computed once with the rest, so that the sensors need no sine and cosine of their own:
+    XLA would otherwise recompute them in every fused loop over the 18 rays.
     """
     full = Vec(pos.x + delta.x, pos.z + delta.z)
     along_x, along_z = Vec(pos.x + delta.x, pos.z), Vec(pos.x, pos.z + delta.z)
@@ -94,9 +99,11 @@ def move(pos: Vec, yaw: jnp.ndarray, delta: Vec, dyaw: jnp.ndarray, solids: Sequ
         push = geometry.push_out(body(pushed, forward), solid)
         pushed = Vec(*geometry.computed_once(pushed.x + push.x, pushed.z + push.z))
     ok = body_is_free(pushed, turned, solids)
-    x, z, yaw = geometry.computed_once(jnp.where(ok, pushed.x, moved.x), jnp.where(ok, pushed.z, moved.z),
-                                       jnp.where(ok, turned, yaw))
-    return Vec(x, z), yaw
+    before = geometry.heading(yaw)
+    x, z, yaw, forward_x, forward_z = geometry.computed_once(
+        jnp.where(ok, pushed.x, moved.x), jnp.where(ok, pushed.z, moved.z), jnp.where(ok, turned, yaw),
+        jnp.where(ok, forward.x, before.x), jnp.where(ok, forward.z, before.z))
+    return Vec(x, z), yaw, Vec(forward_x, forward_z)
 
 
 def wrap_degrees(angle: jnp.ndarray) -> jnp.ndarray:
@@ -122,7 +129,7 @@ def nearest_wall(rays: Ray, walls: Sequence[Box]) -> jnp.ndarray:
     assert all(wall.forward is None for wall in walls), "walls must be axis-aligned"
     stacked = Box(Vec(column([w.center.x for w in walls]), column([w.center.z for w in walls])),
                   (column([w.half[0] for w in walls]), column([w.half[1] for w in walls])))
-    return jnp.min(geometry.ray_box_distance(rays, stacked), axis=0)
+    return geometry.fused_min(geometry.ray_box_distance(rays, stacked), axis=0)
 
 
 def nearest_hit(obstacles: jnp.ndarray, target: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:

@@ -11,8 +11,9 @@ become compile-time constants, and axis-aligned boxes skip the rotation altogeth
 """
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -161,10 +162,28 @@ def computed_once(*arrays: jnp.ndarray) -> tuple[jnp.ndarray, ...]:
 
     XLA copies a chain of cheap elementwise ops into every fused loop that reads it. For the car's move (dozens of
     box tests) that meant recomputing it once per ray and per consumer, and a chain of pushes grew exponentially.
-    A reduction is computed once and its result read by its consumers, so the arrays go through a ``max`` with
+    A reduction is computed once and its result read by its consumers, so each array goes through a ``max`` with
     ``-inf`` (the identity: every value comes back unchanged). ``lax.optimization_barrier`` does not do this: XLA's
     CPU pipeline removes it before fusion.
+
+    Each array is reduced on its own, so that the fused loop runs over the robots (a stack of the arrays would put a
+    short axis innermost, and XLA's CPU loops would not vectorise), and with a select (:func:`_select_reduce`).
     """
-    stacked = jnp.stack(jnp.broadcast_arrays(*arrays))
-    kept = jnp.max(jnp.stack([stacked, jnp.full_like(stacked, -jnp.inf)]), axis=0)
-    return tuple(kept[i] for i in range(len(arrays)))
+    return tuple(_select_reduce(jnp.stack([a, jnp.full_like(a, -jnp.inf)]), -np.inf, jnp.greater_equal, 0)
+                 for a in arrays)
+
+
+def fused_min(values: jnp.ndarray, axis: int) -> jnp.ndarray:
+    """``jnp.min`` over ``axis``, fused with whatever computes ``values`` (:func:`_select_reduce`)."""
+    return _select_reduce(values, np.inf, jnp.less_equal, axis)
+
+
+def _select_reduce(values: jnp.ndarray, initial: float, keeps_first: Any, axis: int) -> jnp.ndarray:
+    """A reduction of ``values`` over ``axis`` by ``where(keeps_first(a, b), a, b)``.
+
+    XLA's CPU backend hands a plain ``min`` or ``max`` reduction to the YNNPACK library: a separate kernel that reads
+    its input from memory, so the input is first written out by a loop of its own. A select reducer stays with XLA,
+    which fuses it with the loop that computes ``values``. Measured at 4096 robots on one core: env-only steps
+    4.69 M → 4.99 M/s for the walls' ``min``, after 4.27 M → 4.69 M for :func:`computed_once`.
+    """
+    return jax.lax.reduce(values, np.float32(initial), lambda a, b: jnp.where(keeps_first(a, b), a, b), (axis,))

@@ -176,24 +176,30 @@ class MobileRobot(Environment[MobileRobotState, MobileRobotParams]):
         forward_step, turn_step, wheel_speed = randomization.actuation(params)
         delta, dyaw = car.motion(state.yaw, action, params.action_mode, forward_step, turn_step, wheel_speed,
                                  params.wheel_base)
-        pos, yaw = car.move(car.as_vec(state.pos), state.yaw, delta, dyaw, wall_boxes(params.walls))
+        pos, yaw, forward = car.move(car.as_vec(state.pos), state.yaw, delta, dyaw, wall_boxes(params.walls))
         state = state.replace(pos=jnp.stack(pos), yaw=yaw, t=state.t + 1)
-        distances, hit_goal = self._rays(state, params)
+        distances, hit_goal = self._rays(state, params, forward)
         reward, terminated = self._reward(distances, hit_goal, params)
         truncated = (state.t >= params.max_episode_steps) & ~terminated
-        return self._observation(state, distances, params, key), state, reward, terminated, truncated
+        return self._observation(state, distances, params, key, forward), state, reward, terminated, truncated
 
-    def _rays(self, state: MobileRobotState, params: MobileRobotParams) -> tuple[jnp.ndarray, jnp.ndarray]:
-        """Each sensor's distance (inf beyond ``ray_length``) and whether what it sees first is the goal."""
-        rays = car.sensor_rays(car.as_vec(state.pos), geometry.heading(state.yaw), params.sensor_behind_pivot)
+    def _rays(self, state: MobileRobotState, params: MobileRobotParams,
+              forward: Vec | None = None) -> tuple[jnp.ndarray, jnp.ndarray]:
+        """Each sensor's distance (inf beyond ``ray_length``) and whether what it sees first is the goal.
+
+        ``forward`` is the heading when the caller has it (``car.move`` returns it), else it is computed from the yaw.
+        """
+        forward = geometry.heading(state.yaw) if forward is None else forward
+        rays = car.sensor_rays(car.as_vec(state.pos), forward, params.sensor_behind_pivot)
         walls = car.nearest_wall(rays, wall_boxes(params.walls))
         goal = geometry.ray_circle_distance(rays, car.as_vec(state.goal), params.goal_ray_radius)
         distances, hit_goal = car.nearest_hit(walls, goal)
         return jnp.where(distances <= params.ray_length, distances, jnp.inf), hit_goal
 
-    def _observation(self, state, distances, params, key=None) -> jnp.ndarray:
+    def _observation(self, state, distances, params, key=None, forward: Vec | None = None) -> jnp.ndarray:
         """``[facing/180, d/ray_length…]`` as the robot senses it (``key`` draws the observation noise, if any)."""
-        facing = car.facing_angle_deg(car.as_vec(state.pos), geometry.heading(state.yaw), car.as_vec(state.goal),
+        forward = geometry.heading(state.yaw) if forward is None else forward
+        facing = car.facing_angle_deg(car.as_vec(state.pos), forward, car.as_vec(state.goal),
                                       params.goal_height - params.pivot_height, goal_first=True)
         distances = randomization.sensed_distances(distances, params)
         rays = jnp.where(jnp.isfinite(distances), distances / params.ray_length, 1.0)

@@ -144,9 +144,9 @@ class MobileRobotObstacles(Environment[MobileRobotObstaclesState, MobileRobotObs
         forward_step, turn_step, wheel_speed = randomization.actuation(params)
         delta, dyaw = car.motion(state.yaw, action, params.action_mode, forward_step, turn_step, wheel_speed,
                                  params.wheel_base)
-        pos, yaw = car.move(car.as_vec(state.pos), state.yaw, delta, dyaw, self._scene(arena, params))
+        pos, yaw, forward = car.move(car.as_vec(state.pos), state.yaw, delta, dyaw, self._scene(arena, params))
         moved = state.replace(pos=jnp.stack(pos), yaw=yaw, t=state.t + 1)
-        obs, stage, distances, hit_goal = self._observe(moved, params, key)
+        obs, stage, distances, hit_goal = self._observe(moved, params, key, forward)
         front = np.isin(np.arange(car.NUM_RAYS), params.front_rays)
         reached = (distances <= params.goal_distance) & hit_goal & front
         terminated, penalties = car.episode_outcome(reached, (distances < params.near_distance) & ~reached)
@@ -156,11 +156,12 @@ class MobileRobotObstacles(Environment[MobileRobotObstaclesState, MobileRobotObs
         truncated = (moved.t >= params.max_episode_steps) & ~terminated
         return obs, moved.replace(stage=stage), reward, terminated, truncated
 
-    def _observe(self, state, params, key=None):
+    def _observe(self, state, params, key=None, forward: Vec | None = None):
         """The observation as the robot senses it (``key`` draws its noise, if any), the stage, and the scene's own
-        ray distances and goal hits, which the reward uses."""
+        ray distances and goal hits, which the reward uses. ``forward``: the heading, where the caller has it."""
         walls, blocks, goal = self.solids(state.slot % len(params.arenas), params)
-        pos, forward = car.as_vec(state.pos), geometry.heading(state.yaw)
+        pos = car.as_vec(state.pos)
+        forward = geometry.heading(state.yaw) if forward is None else forward
         rays = car.sensor_rays(pos, forward, params.sensor_behind_pivot)
         obstacles = functools.reduce(jnp.minimum, [geometry.ray_box_distance(rays, block) for block in blocks],
                                      car.nearest_wall(rays, walls))
