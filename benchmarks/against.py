@@ -6,7 +6,8 @@ The baseline is checked out into a temporary git worktree. Every figure is measu
 folder and ``PYTHONPATH`` are one checkout, the two checkouts alternating round by round (so that a change in the
 machine's load hits both), and each figure is the median over the rounds:
 
-* env only: ``benchmarks.env_throughput`` at 4096 robots, observations carried (agent-steps/s);
+* env only: ``benchmarks.env_throughput`` at 4096 robots, observations carried (agent-steps/s), on one device and
+  split over two host devices (the CPU's cores; this checkout's ``split_over_devices`` drives either checkout's env);
 * training: ``benchmarks.train_throughput`` of ``configs/MobileRobot-fast.yaml`` at its 512 robots, and its fraction
   of the NN-FLOP ceiling that the float32 matmul rate sets (``benchmarks.__main__``, measured in the same child);
 * the course config's training throughput (``configs/MobileRobot.yaml``);
@@ -46,6 +47,7 @@ print(json.dumps({{"env_4096": env_row["agent_steps_per_second"], "fast_train": 
 """
 
 FIGURES = (("env_4096", "env only, 4096 robots (agent-steps/s)", "higher"),
+           ("env_4096_two_devices", "env only, 4096 robots over 2 host devices (agent-steps/s)", "higher"),
            ("fast_train", "fast-config training (agent-steps/s)", "higher"),
            ("fast_fraction", "fast-config training / NN-FLOP ceiling", "higher"),
            ("matmul_flops", "float32 matmul rate (FLOP/s)", "higher"),
@@ -56,11 +58,32 @@ FIGURES = (("env_4096", "env only, 4096 robots (agent-steps/s)", "higher"),
            ("warm_exit", "warm launch → exit, 2 M steps (s)", "lower"))
 
 
+# Also run in a child inside one checkout: its env and runner, split over two host devices by this checkout's harness.
+SPLIT_ENV = """
+import importlib.util, json, jax
+jax.config.update("jax_num_cpu_devices", 2)
+import envs
+from benchmarks import env_throughput
+from benchmarks.machine import compile_and_time
+spec = importlib.util.spec_from_file_location("harness_env_throughput", {harness!r})
+harness = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(harness)
+env = envs.make("MobileRobot")
+steps = 4_000_000 // 4096
+runner, keys = harness.split_over_devices(env_throughput.make_runner(env, env.default_params, 2048, steps),
+                                          jax.random.PRNGKey(1), 2)
+print(json.dumps({{"env_4096_two_devices": 4096 * steps / compile_and_time(runner, (keys,), 5)[1]}}))
+"""
+
+
 def throughput(repo: Path) -> dict:
-    code = THROUGHPUT.format(fast=FAST, course=COURSE)
-    out = subprocess.run([sys.executable, "-c", code], cwd=repo, env=startup.child_env(repo), check=True,
-                         capture_output=True, text=True).stdout
-    return json.loads(out.strip().splitlines()[-1])
+    figures = {}
+    for code in (THROUGHPUT.format(fast=FAST, course=COURSE),
+                 SPLIT_ENV.format(harness=str(REPO / "benchmarks" / "env_throughput.py"))):
+        out = subprocess.run([sys.executable, "-c", code], cwd=repo, env=startup.child_env(repo), check=True,
+                             capture_output=True, text=True).stdout
+        figures.update(json.loads(out.strip().splitlines()[-1]))
+    return figures
 
 
 def launches(repo: Path) -> dict:
