@@ -13,11 +13,10 @@ from __future__ import annotations
 import argparse
 import json
 import tempfile
-import time
 from pathlib import Path
 
 from benchmarks.machine import machine_info
-from benchmarks.solving import with_load
+from benchmarks.solving import learn_seed, with_load
 
 EPISODES = 1000
 MAX_STEPS = 2500
@@ -26,23 +25,15 @@ UNITY = {"agent_steps": 498_408, "seconds": 557.0}
 
 
 def run_seed(config: str, seed: int, scratch: Path) -> dict:
-    from rlrobot.cli import main as learn
     from rlrobot.validate import validate_in_jax
 
-    t0 = time.perf_counter()
-    code = learn([config, f"--run-id=seed{seed}", "--force", f"--seed={seed}", "--results-dir", str(scratch)])
-    wall_s = time.perf_counter() - t0
-    if code != 0:
-        raise RuntimeError(f"rlrobot-learn exited with {code} for seed {seed}")
-    run = scratch / f"seed{seed}"
-    timers = json.loads((run / "run_logs" / "timers.json").read_text())
+    run, wall_s, compile_s = learn_seed(config, seed, scratch)
     policy = next(run.glob("*.onnx"))
     results = {mode: validate_in_jax(policy, None, EPISODES, mode == "deterministic", seed=0, max_steps=MAX_STEPS)[1]
                for mode in ("sampled", "deterministic")}
     solved = (results["sampled"]["success_rate"] >= SOLVED_SAMPLED
               and results["deterministic"]["success_rate"] >= SOLVED_DETERMINISTIC)
-    return {"seed": seed, "wall_seconds": wall_s, "compile_seconds": timers["children"]["compile"]["total"],
-            **results, "solved": solved}
+    return {"seed": seed, "wall_seconds": wall_s, "compile_seconds": compile_s, **results, "solved": solved}
 
 
 def table(rows: list[dict]) -> list[str]:

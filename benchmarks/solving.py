@@ -1,6 +1,7 @@
 """What the time-to-solve benchmark and the training baselines (``torch_ppo``, ``sb3_ppo``) share.
 
-The solved criterion, the training curve of episodes (``EpisodeLog``), the first-episode validation in the NumPy port
+The solved criterion, one seed's ``rlrobot-learn`` run (``learn_seed``), the training curve of episodes
+(``EpisodeLog``), the first-episode validation in the NumPy port
 (``first_episodes_numpy``), the shapes a baseline takes from a config (``baseline_spec``), the baselines' command line
 and the methods table. It imports no other benchmark that uses it, so ``benchmarks.time_to_solve`` can run the
 baselines and the baselines can use these pieces without an import cycle.
@@ -8,8 +9,11 @@ baselines and the baselines can use these pieces without an import cycle.
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import time
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 
@@ -117,6 +121,21 @@ def print_time_to_solve(args: argparse.Namespace, time_to_solve: Callable[..., d
     """``--solve``: one baseline's time to solve, as a row of the methods table."""
     result = with_load(lambda: time_to_solve(args.configs[0], args.seed, args.budget, threads=args.threads))
     print("\n".join(methods_table([result], args.budget)))
+
+
+def learn_seed(config: str, seed: int, scratch: Path) -> tuple[Path, float, float]:
+    """Train ``config`` with ``seed`` as ``rlrobot-learn`` does, into ``scratch/seed<seed>``: the run folder, the
+    command's wall seconds and the compile seconds its timers recorded."""
+    from rlrobot.cli import main as learn
+
+    t0 = time.perf_counter()
+    code = learn([config, f"--run-id=seed{seed}", "--force", f"--seed={seed}", "--results-dir", str(scratch)])
+    wall_s = time.perf_counter() - t0
+    if code != 0:
+        raise RuntimeError(f"rlrobot-learn exited with {code} for seed {seed}")
+    run = scratch / f"seed{seed}"
+    timers = json.loads((run / "run_logs" / "timers.json").read_text())
+    return run, wall_s, timers["children"]["compile"]["total"]
 
 
 def with_load(run: Callable[[], dict]) -> dict:

@@ -20,28 +20,26 @@ import functools
 import json
 import math
 import tempfile
-import time
 from pathlib import Path
 
 from benchmarks.machine import machine_info
-from benchmarks.solving import VALIDATION_EPISODES, VALIDATION_MAX_STEPS, is_solved, methods_table, with_load
+from benchmarks.solving import (
+    VALIDATION_EPISODES,
+    VALIDATION_MAX_STEPS,
+    is_solved,
+    learn_seed,
+    methods_table,
+    with_load,
+)
 
 UNITY_SECONDS = 715.0
 COLORS = {"rlrobot": "tab:blue", "PyTorch PPO-AC": "tab:orange", "SB3 PPO": "tab:green"}
 
 
 def run_seed(config: str, seed: int, scratch: Path) -> dict:
-    from rlrobot.cli import main as learn
     from rlrobot.validate import validate_in_jax
 
-    t0 = time.perf_counter()
-    code = learn([config, f"--run-id=seed{seed}", "--force", f"--seed={seed}", "--results-dir", str(scratch)])
-    total_s = time.perf_counter() - t0
-    if code != 0:
-        raise RuntimeError(f"rlrobot-learn exited with {code} for seed {seed}")
-    run = scratch / f"seed{seed}"
-    timers = json.loads((run / "run_logs" / "timers.json").read_text())
-    compile_s = timers["children"]["compile"]["total"]
+    run, total_s, compile_s = learn_seed(config, seed, scratch)
     behavior = next(p for p in run.iterdir() if (p / "metrics.jsonl").is_file())
     lines = [json.loads(line) for line in (behavior / "metrics.jsonl").read_text().splitlines()]
     curve = [{"step": m["step"], "seconds": compile_s + m["wall_time"],
