@@ -108,7 +108,7 @@ def use_devices(devices: int) -> None:
     """Ask for ``devices`` CPU devices (before JAX starts its backends); exit with one line if there are fewer."""
     if devices < 1:
         raise SystemExit(f"[ERROR] --devices {devices}: must be at least 1")
-    jax.config.update("jax_num_cpu_devices", max(devices, 1))
+    jax.config.update("jax_num_cpu_devices", devices)
     if jax.device_count() < devices:
         raise SystemExit(f"[ERROR] --devices {devices}: only {jax.device_count()} {jax.default_backend()} device(s)")
 
