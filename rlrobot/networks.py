@@ -78,6 +78,65 @@ def normalize(state: NormalizerState, x: chex.Array) -> chex.Array:
     return jnp.clip((x - state.mean) / jnp.sqrt(state.var / state.steps), -NORMALIZED_OBS_CLIP, NORMALIZED_OBS_CLIP)
 
 
+#: On a CPU a kernel's gradient with up to this many outputs is taken column by column, and one whose both sides
+#: lie in this range through an explicit transpose (``_kernel_gradient_cpu``).
+FEW_OUTPUTS = 4
+MID_SIZED = (32, 256)
+
+
+@jax.custom_vjp
+def affine(x: chex.Array, kernel: chex.Array, bias: chex.Array) -> chex.Array:
+    """``x @ kernel + bias``, whose kernel gradient ``xᵀ g`` is taken in a form the backend runs fast.
+
+    Autodiff takes ``xᵀ g`` as one dot contracting the batch axis of both operands, a form XLA's CPU backend runs
+    well below its plain matmuls (on 512 rows: 82 µs against 51 µs with the transpose for a 64×64 kernel, 52 µs
+    against 13 µs for the 64×2 policy head), the largest cost of a small network's update. Accelerators run it as
+    fast as any other form, and keep it.
+    """
+    return x @ kernel + bias
+
+
+def _affine_forward(x: chex.Array, kernel: chex.Array, bias: chex.Array) -> tuple[chex.Array, tuple]:
+    return affine(x, kernel, bias), (x, kernel)
+
+
+def _affine_backward(saved: tuple, g: chex.Array) -> tuple[chex.Array, chex.Array, chex.Array]:
+    x, kernel = saved
+    rows, g_rows = x.reshape(-1, x.shape[-1]), g.reshape(-1, g.shape[-1])
+    kernel_grad = jax.lax.platform_dependent(rows, g_rows, cpu=_kernel_gradient_cpu, default=lambda x, g: x.T @ g)
+    return g @ kernel.T, kernel_grad, jnp.sum(g_rows, axis=0)
+
+
+def _kernel_gradient_cpu(x: chex.Array, g: chex.Array) -> chex.Array:
+    """``xᵀ g`` for ``x[B, I]``, ``g[B, O]`` on a CPU, in the form measured fastest for its shape: a few outputs are
+    multiply-sums over the batch, one per column; a mid-sized kernel is a plain matmul of an explicit ``xᵀ`` (the
+    barrier keeps XLA from folding the transpose back into the dot); a thin or wide one stays one dot (for 19 inputs
+    or 512×512 the transpose costs more than it saves)."""
+    inputs, outputs = x.shape[1], g.shape[1]
+    if outputs <= FEW_OUTPUTS:
+        return jnp.stack([jnp.sum(x * g[:, j:j + 1], axis=0) for j in range(outputs)], axis=1)
+    if MID_SIZED[0] <= min(inputs, outputs) and max(inputs, outputs) <= MID_SIZED[1]:
+        return jax.lax.optimization_barrier(x.T) @ g
+    return x.T @ g
+
+
+affine.defvjp(_affine_forward, _affine_backward)
+
+
+class Dense(nn.Module):
+    """``flax.linen.Dense`` (same parameters, names and initialisation order) computed by :func:`affine`."""
+
+    features: int
+    kernel_init: nn.initializers.Initializer
+    bias_init: nn.initializers.Initializer = _zeros
+
+    @nn.compact
+    def __call__(self, x: chex.Array) -> chex.Array:
+        kernel = self.param("kernel", self.kernel_init, (x.shape[-1], self.features), jnp.float32)
+        bias = self.param("bias", self.bias_init, (self.features,), jnp.float32)
+        return affine(x, kernel, bias)
+
+
 class MLPBody(nn.Module):
     """ML-Agents' ``LinearEncoder``: Linear→Swish layers (it always builds at least one)."""
 
@@ -87,7 +146,7 @@ class MLPBody(nn.Module):
     @nn.compact
     def __call__(self, x: chex.Array) -> chex.Array:
         for _ in range(max(self.num_layers, 1)):
-            x = nn.swish(nn.Dense(self.hidden_units, kernel_init=_kaiming_linear, bias_init=_zeros)(x))
+            x = nn.swish(Dense(self.hidden_units, kernel_init=_kaiming_linear)(x))
         return x
 
 
@@ -101,7 +160,7 @@ class Actor(nn.Module):
     @nn.compact
     def __call__(self, x: chex.Array) -> tuple[chex.Array, chex.Array]:
         hidden = MLPBody(self.hidden_units, self.num_layers)(x)
-        mu = nn.Dense(self.action_size, kernel_init=_mu_head, bias_init=_zeros, name="mu")(hidden)
+        mu = Dense(self.action_size, kernel_init=_mu_head, name="mu")(hidden)
         log_std = self.param("log_std", _zeros, (self.action_size,))
         return mu, jnp.broadcast_to(log_std, mu.shape)
 
@@ -111,7 +170,7 @@ def _value_layer(hidden: chex.Array) -> chex.Array:
 
     Only call inside a compact ``__call__``; both critics use it so their heads cannot drift apart.
     """
-    value = nn.Dense(1, kernel_init=nn.initializers.xavier_uniform(), bias_init=_zeros, name="value")(hidden)
+    value = Dense(1, kernel_init=nn.initializers.xavier_uniform(), name="value")(hidden)
     return jnp.squeeze(value, -1)
 
 

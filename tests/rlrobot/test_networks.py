@@ -10,8 +10,11 @@ from rlrobot.networks import (
     Actor,
     AgentParams,
     Critic,
+    Dense,
     MLPBody,
     NetworkSpec,
+    _kernel_gradient_cpu,
+    affine,
     deterministic_action,
     env_action,
     init_agent,
@@ -294,3 +297,35 @@ def test_separate_critic_unchanged_by_shared_option():
     obs = jax.random.normal(jax.random.PRNGKey(6), (5, 3))
     expected = Critic(6, 2).apply(critic, normalize(agent.critic_norm, obs))
     np.testing.assert_array_equal(value_estimate(agent.params, agent.critic_norm, obs, spec), expected)
+
+
+@pytest.mark.parametrize("inputs,outputs", [(19, 1), (40, 2), (40, 64), (19, 64), (300, 40)])
+def test_affine_gradients_equal_autodiff_of_the_plain_layer(inputs, outputs):
+    """Each of the kernel gradient's CPU forms (multiply-sums per column, a matmul of an explicit transpose, one dot)
+    gives autodiff's gradients, for a batch with two leading axes too."""
+    keys = jax.random.split(jax.random.PRNGKey(outputs), 4)
+    x = jax.random.normal(keys[0], (4, 9, inputs))
+    kernel, bias = jax.random.normal(keys[1], (inputs, outputs)), jax.random.normal(keys[2], (outputs,))
+
+    def loss(layer):
+        return lambda x, kernel, bias: jnp.sum(jnp.sin(layer(x, kernel, bias)) * jnp.arange(outputs))
+
+    expected = jax.grad(loss(lambda x, k, b: x @ k + b), argnums=(0, 1, 2))(x, kernel, bias)
+    got = jax.jit(jax.grad(loss(affine), argnums=(0, 1, 2)))(x, kernel, bias)
+    for g, e in zip(got, expected):
+        np.testing.assert_allclose(g, e, rtol=1e-4, atol=1e-4)  # summation order differs
+    rows, g_rows = x.reshape(-1, inputs), jax.random.normal(keys[3], (36, outputs))
+    np.testing.assert_allclose(_kernel_gradient_cpu(rows, g_rows), rows.T @ g_rows, rtol=1e-5, atol=1e-5)
+
+
+def test_dense_keeps_flax_dense_parameters_and_initialisation():
+    """Checkpoints and ONNX export read the layers by flax's names: same tree, same initial values as nn.Dense."""
+    import flax.linen as nn
+
+    x = jnp.ones((2, 5))
+    init = nn.initializers.variance_scaling(1.0, "fan_in", "normal")
+    ours = Dense(7, kernel_init=init).init(jax.random.PRNGKey(3), x)
+    flax_dense = nn.Dense(7, kernel_init=init, bias_init=nn.initializers.zeros).init(jax.random.PRNGKey(3), x)
+    assert jax.tree.structure(ours) == jax.tree.structure(flax_dense)
+    for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(flax_dense)):
+        np.testing.assert_array_equal(a, b)
