@@ -81,7 +81,7 @@ def normalize(state: NormalizerState, x: chex.Array) -> chex.Array:
 #: On a CPU a kernel's gradient with up to this many outputs is taken column by column, and one whose both sides
 #: lie in this range through an explicit transpose (``_kernel_gradient_cpu``).
 FEW_OUTPUTS = 4
-MID_SIZED = (32, 256)
+MID_SIZED = (16, 256)
 
 
 @jax.custom_vjp
@@ -110,8 +110,8 @@ def _affine_backward(saved: tuple, g: chex.Array) -> tuple[chex.Array, chex.Arra
 def _kernel_gradient_cpu(x: chex.Array, g: chex.Array) -> chex.Array:
     """``xᵀ g`` for ``x[B, I]``, ``g[B, O]`` on a CPU, in the form measured fastest for its shape: a few outputs are
     multiply-sums over the batch, one per column; a mid-sized kernel is a plain matmul of an explicit ``xᵀ`` (the
-    barrier keeps XLA from folding the transpose back into the dot); a thin or wide one stays one dot (for 19 inputs
-    or 512×512 the transpose costs more than it saves)."""
+    barrier keeps XLA from folding the transpose back into the dot); a thin or wide one stays one dot (for 512×512
+    the transpose costs more than it saves)."""
     inputs, outputs = x.shape[1], g.shape[1]
     if outputs <= FEW_OUTPUTS:
         return jnp.stack([jnp.sum(x * g[:, j:j + 1], axis=0) for j in range(outputs)], axis=1)

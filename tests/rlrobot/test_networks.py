@@ -299,7 +299,7 @@ def test_separate_critic_unchanged_by_shared_option():
     np.testing.assert_array_equal(value_estimate(agent.params, agent.critic_norm, obs, spec), expected)
 
 
-@pytest.mark.parametrize("inputs,outputs", [(19, 1), (40, 2), (40, 64), (19, 64), (300, 40)])
+@pytest.mark.parametrize("inputs,outputs", [(19, 1), (40, 2), (19, 64), (8, 64), (300, 40)])
 def test_affine_gradients_equal_autodiff_of_the_plain_layer(inputs, outputs):
     """Each of the kernel gradient's CPU forms (multiply-sums per column, a matmul of an explicit transpose, one dot)
     gives autodiff's gradients, for a batch with two leading axes too."""
