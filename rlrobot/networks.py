@@ -108,11 +108,13 @@ def _affine_backward(saved: tuple, g: chex.Array) -> tuple[chex.Array, chex.Arra
 
 
 def _kernel_gradient_cpu(x: chex.Array, g: chex.Array) -> chex.Array:
-    """``xᵀ g`` for ``x[B, I]``, ``g[B, O]`` on a CPU, in the form measured fastest for its shape: a few outputs are
-    multiply-sums over the batch, one per column; a mid-sized kernel is a plain matmul of an explicit ``xᵀ`` (the
-    barrier keeps XLA from folding the transpose back into the dot); a thin or wide one stays one dot (for 512×512
-    the transpose costs more than it saves)."""
+    """``xᵀ g`` for ``x[B, I]``, ``g[B, O]`` on a CPU, in the form measured fastest for its shape: one output is the
+    matrix-vector product ``(gᵀ x)ᵀ``; a few are multiply-sums over the batch, one per column; a mid-sized kernel is
+    a plain matmul of an explicit ``xᵀ`` (the barrier keeps XLA from folding the transpose back into the dot); a thin
+    or wide one stays one dot (for 512×512 the transpose costs more than it saves)."""
     inputs, outputs = x.shape[1], g.shape[1]
+    if outputs == 1:
+        return (g.T @ x).T
     if outputs <= FEW_OUTPUTS:
         return jnp.stack([jnp.sum(x * g[:, j:j + 1], axis=0) for j in range(outputs)], axis=1)
     if MID_SIZED[0] <= min(inputs, outputs) and max(inputs, outputs) <= MID_SIZED[1]:
