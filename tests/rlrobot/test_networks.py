@@ -10,14 +10,13 @@ from rlrobot.networks import (
     Actor,
     AgentParams,
     Critic,
-    Dense,
     MLPBody,
     NetworkSpec,
     _kernel_gradient_cpu,
-    affine,
     deterministic_action,
     env_action,
     init_agent,
+    matmul,
     normalize,
     normalizer_init,
     normalizer_update,
@@ -300,32 +299,20 @@ def test_separate_critic_unchanged_by_shared_option():
 
 
 @pytest.mark.parametrize("inputs,outputs", [(19, 1), (40, 2), (19, 64), (8, 64), (300, 40)])
-def test_affine_gradients_equal_autodiff_of_the_plain_layer(inputs, outputs):
+def test_matmul_gradients_equal_autodiff_of_the_plain_product(inputs, outputs):
     """Each of the kernel gradient's CPU forms (multiply-sums per column, a matmul of an explicit transpose, one dot)
     gives autodiff's gradients, for a batch with two leading axes too."""
     keys = jax.random.split(jax.random.PRNGKey(outputs), 4)
     x = jax.random.normal(keys[0], (4, 9, inputs))
-    kernel, bias = jax.random.normal(keys[1], (inputs, outputs)), jax.random.normal(keys[2], (outputs,))
+    kernel = jax.random.normal(keys[1], (inputs, outputs))
 
-    def loss(layer):
-        return lambda x, kernel, bias: jnp.sum(jnp.sin(layer(x, kernel, bias)) * jnp.arange(outputs))
+    def loss(product):
+        return lambda x, kernel: jnp.sum(jnp.sin(product(x, kernel)) * jnp.arange(outputs))
 
-    expected = jax.grad(loss(lambda x, k, b: x @ k + b), argnums=(0, 1, 2))(x, kernel, bias)
-    got = jax.jit(jax.grad(loss(affine), argnums=(0, 1, 2)))(x, kernel, bias)
+    expected = jax.grad(loss(lambda x, k: x @ k), argnums=(0, 1))(x, kernel)
+    got = jax.jit(jax.grad(loss(matmul), argnums=(0, 1)))(x, kernel)
     for g, e in zip(got, expected):
         np.testing.assert_allclose(g, e, rtol=1e-4, atol=1e-4)  # summation order differs
     rows, g_rows = x.reshape(-1, inputs), jax.random.normal(keys[3], (36, outputs))
     np.testing.assert_allclose(_kernel_gradient_cpu(rows, g_rows), rows.T @ g_rows, rtol=1e-5, atol=1e-5)
 
-
-def test_dense_keeps_flax_dense_parameters_and_initialisation():
-    """Checkpoints and ONNX export read the layers by flax's names: same tree, same initial values as nn.Dense."""
-    import flax.linen as nn
-
-    x = jnp.ones((2, 5))
-    init = nn.initializers.variance_scaling(1.0, "fan_in", "normal")
-    ours = Dense(7, kernel_init=init).init(jax.random.PRNGKey(3), x)
-    flax_dense = nn.Dense(7, kernel_init=init, bias_init=nn.initializers.zeros).init(jax.random.PRNGKey(3), x)
-    assert jax.tree.structure(ours) == jax.tree.structure(flax_dense)
-    for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(flax_dense)):
-        np.testing.assert_array_equal(a, b)
