@@ -138,29 +138,47 @@ def ppo_loss(
     Metrics: ``policy_loss`` (absolute, as ML-Agents reports it), ``value_loss``, ``entropy``,
     ``approx_kl`` (mean of ``(r - 1) - log r`` over batch and action dims) and ``clip_fraction``.
     """
+    policy, policy_metrics = actor_loss(params, actor_norm, critic_norm, batch, epsilon, beta, spec)
+    value, value_metrics = critic_loss(params, actor_norm, critic_norm, batch, epsilon, beta, spec)
+    return policy + value, {**policy_metrics, **value_metrics}
+
+
+def _check_batch(batch: Batch, spec: NetworkSpec) -> None:
     size = batch.obs.shape[0]
     chex.assert_shape(batch.obs, (size, spec.obs_size))
     chex.assert_shape([batch.raw_action, batch.log_prob], (size, spec.action_size))
     chex.assert_shape([batch.value, batch.advantage, batch.returns], (size,))
 
+
+def actor_loss(params: AgentParams, actor_norm: NormalizerState, critic_norm: NormalizerState, batch: Batch,
+               epsilon: chex.Numeric, beta: chex.Numeric,
+               spec: NetworkSpec) -> tuple[chex.Array, dict[str, chex.Array]]:
+    """The policy's part of ``ppo_loss``, ``policy - beta * entropy``: all that reaches the actor's parameters
+    (without ``shared_critic``), with the policy's metrics. Takes ``ppo_loss``'s arguments."""
+    _check_batch(batch, spec)
     mu, log_std = policy_distribution(params, actor_norm, batch.obs, spec)
     log_ratio = gaussian_log_prob(batch.raw_action, mu, log_std) - batch.log_prob
     ratio = jnp.exp(log_ratio)
     advantage = batch.advantage[:, None]
     surrogate = jnp.minimum(ratio * advantage, jnp.clip(ratio, 1.0 - epsilon, 1.0 + epsilon) * advantage)
     policy_loss = -jnp.mean(surrogate)
-
-    value = value_estimate(params, critic_norm, batch.obs, spec)
-    clipped_value = batch.value + jnp.clip(value - batch.value, -epsilon, epsilon)
-    value_loss = jnp.mean(jnp.maximum((batch.returns - value) ** 2, (batch.returns - clipped_value) ** 2))
-
     entropy = jnp.mean(gaussian_entropy(log_std))
-    loss = policy_loss + VALUE_LOSS_COEF * value_loss - beta * entropy
     metrics = {
         "policy_loss": jnp.abs(policy_loss),
-        "value_loss": value_loss,
         "entropy": entropy,
         "approx_kl": jnp.mean((ratio - 1.0) - log_ratio),
         "clip_fraction": jnp.mean((jnp.abs(ratio - 1.0) > epsilon).astype(jnp.float32)),
     }
-    return loss, metrics
+    return policy_loss - beta * entropy, metrics
+
+
+def critic_loss(params: AgentParams, actor_norm: NormalizerState, critic_norm: NormalizerState, batch: Batch,
+                epsilon: chex.Numeric, beta: chex.Numeric,
+                spec: NetworkSpec) -> tuple[chex.Array, dict[str, chex.Array]]:
+    """The value's part of ``ppo_loss``, ``0.5 * value``, with ML-Agents' clipped value loss as its metric. Takes
+    ``ppo_loss``'s arguments."""
+    _check_batch(batch, spec)
+    value = value_estimate(params, critic_norm, batch.obs, spec)
+    clipped_value = batch.value + jnp.clip(value - batch.value, -epsilon, epsilon)
+    value_loss = jnp.mean(jnp.maximum((batch.returns - value) ** 2, (batch.returns - clipped_value) ** 2))
+    return VALUE_LOSS_COEF * value_loss, {"value_loss": value_loss}
