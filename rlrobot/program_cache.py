@@ -5,8 +5,8 @@ launch still traces the training program in Python and lowers it to StableHLO be
 second for the training step on a 2-core CPU, more than the cache load itself). This cache is keyed instead by what
 the program is built from: the caller's description of it (settings, shapes, flags, constants), the source of the
 packages that define it (``rlrobot`` and ``envs``), the versions of JAX and the libraries the program is written
-with, and the devices. A hit deserialises the executable (``jax.experimental.serialize_executable``) without
-tracing anything.
+with, and the devices. A hit deserialises the executable (``jax.experimental.serialize_executable``) onto the
+devices it was compiled for, without tracing anything.
 
 It lives beside JAX's cache (``<RLROBOT_CACHE_DIR>/programs/``) and is on exactly when that one is
 (:func:`enable` is called by ``compile_cache.enable_compile_cache``). Anything that goes wrong while loading or
@@ -32,7 +32,7 @@ from typing import Any
 
 logger = logging.getLogger("rlrobot")
 
-FORMAT = 1
+FORMAT = 2                # 2: the devices a program runs on are saved with it
 KEEP = 24                 # programs kept; older files are removed when a new one is saved
 # An XLA option only the GPU compiler reads (how many autotuning candidates to keep) and that JAX's cache key
 # includes: on the CPU, set to a value of the program file's own, it changes the key and nothing in the program.
@@ -199,12 +199,16 @@ def _load(path: Path) -> Any:
     if not path.is_file():
         return None
     try:
+        import jax
         from jax.experimental import serialize_executable
 
         data = pickle.loads(path.read_bytes())
         if data.get("format") != FORMAT:
             return None
-        program = serialize_executable.deserialize_and_load(data["executable"], data["in_tree"], data["out_tree"])
+        devices = {device.id: device for device in jax.devices()}
+        program = serialize_executable.deserialize_and_load(
+            data["executable"], data["in_tree"], data["out_tree"],
+            execution_devices=[devices[device_id] for device_id in data["devices"]])
         os.utime(path)  # recently used: kept when older programs are removed
         return program
     except Exception as error:  # a bad file only costs the compile
@@ -218,7 +222,9 @@ def _save(path: Path, program: Any) -> None:
         from jax.experimental import serialize_executable
 
         executable, in_tree, out_tree = serialize_executable.serialize(program)
-        data = pickle.dumps({"format": FORMAT, "executable": executable, "in_tree": in_tree, "out_tree": out_tree})
+        devices = [device.id for device in program.runtime_executable().local_devices()]
+        data = pickle.dumps({"format": FORMAT, "executable": executable, "in_tree": in_tree, "out_tree": out_tree,
+                             "devices": devices})
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp.write_bytes(data)
         os.replace(tmp, path)
