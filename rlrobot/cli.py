@@ -117,7 +117,10 @@ def main(argv: list[str] | None = None) -> int:
                      f"use --num-envs to run several Unity players.")
         return 2
     from rlrobot.distributed import DistributedSettings, initialize
+    from rlrobot.network_split import provide_host_devices
 
+    if scale.get("num_processes") is None:
+        provide_host_devices()  # a CPU's cores as two devices, for the actor and the critic to learn side by side
     try:
         fields = ("coordinator_address", "num_processes", "process_id")
         initialize(DistributedSettings(**{k: scale.get(k) for k in fields}))

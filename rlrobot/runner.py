@@ -128,7 +128,8 @@ def _log_start(settings: RunSettings, trainer: JaxTrainer, seed: int, members: l
     logger.info(f"rlrobot {__version__} on {jax.default_backend()} ({jax.devices()[0].device_kind}) x "
                 f"{trainer.num_devices} in {jax.process_count()} process(es); seed {seed}; {spec.num_envs} robots x "
                 f"{spec.rollout_steps} steps = {spec.steps_per_iteration} agent-steps per update"
-                + (f"; {len(members)} runs in one program" if members[0].name else ""))
+                + (f"; {len(members)} runs in one program" if members[0].name else "")
+                + ("; the actor and the critic learn on a CPU device each" if trainer.learners is not None else ""))
     if settings.torch_settings.device is not None:
         logger.info(f"torch_settings.device {settings.torch_settings.device}: JAX picks the devices here "
                     f"(see --devices); the setting is kept in configuration.yaml only.")

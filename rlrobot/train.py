@@ -24,7 +24,7 @@ from jax.sharding import Mesh
 
 from envs.api import Environment
 from envs.masked import map_masked
-from rlrobot import parallel, ppo
+from rlrobot import network_split, parallel, ppo
 from rlrobot.config import TrainerSettings
 from rlrobot.networks import (
     AgentState,
@@ -424,7 +424,7 @@ def make_batch(agent: AgentState, transitions: Transition | Window, spec: TrainS
 
 
 def update(agent: AgentState, opt_state, batch: ppo.Batch, schedule: ppo.Schedule, key, spec: TrainSpec,
-           mesh: Mesh | None = None, ready: jnp.ndarray | None = None):
+           mesh: Mesh | None = None, ready: jnp.ndarray | None = None, learners: Mesh | None = None):
     """``num_epoch`` shuffled passes of ``size // batch_size`` minibatches (remainder dropped), one Adam step each.
 
     With a ``ready`` mask the buffer is its set entries: each epoch shuffles them to the front and runs
@@ -432,11 +432,21 @@ def update(agent: AgentState, opt_state, batch: ppo.Batch, schedule: ppo.Schedul
     longest run's count). The metrics then come back summed over the executed minibatches, with their ``count``.
 
     With a ``mesh`` each minibatch is split across the devices; the loss is a global mean, so its gradient is the
-    average of the devices' gradients, all-reduced by the partitioner.
+    average of the devices' gradients, all-reduced by the partitioner. With ``learners`` (``network_split``) the
+    actor learns on one device and the critic on the other, each from whole minibatches.
     """
+    if learners is not None:
+        return network_split.split_update(partial(_update_with, spec=spec, mesh=mesh), learners, agent, opt_state,
+                                          batch, ready, key, schedule)
+    return _update_with(ppo.ppo_loss, agent, opt_state, batch, ready, key, schedule, spec, mesh)
+
+
+def _update_with(loss, agent: AgentState, opt_state, batch: ppo.Batch, ready: jnp.ndarray | None, key,
+                 schedule: ppo.Schedule, spec: TrainSpec, mesh: Mesh | None):
+    """``update`` with minibatch steps that descend ``loss`` (``ppo.ppo_loss``'s arguments and metrics)."""
     optimizer = make_optimizer()
     opt_state.hyperparams["learning_rate"] = schedule.learning_rate
-    loss_grad = jax.value_and_grad(partial(ppo.ppo_loss, spec=spec.network), has_aux=True)
+    loss_grad = jax.value_and_grad(partial(loss, spec=spec.network), has_aux=True)
     size = batch.obs.shape[0]
     used = spec.num_minibatches * spec.batch_size
 
@@ -502,14 +512,14 @@ LEARNED_FIELDS = ("updates", "loss_updates", "value_updates", "value_estimate", 
 
 
 def learn(agent: AgentState, opt_state, transitions: Transition | Window, step: jnp.ndarray, key: chex.PRNGKey,
-          spec: TrainSpec, hparams: Hyperparams | None = None,
-          mesh: Mesh | None = None) -> tuple[AgentState, Any, Metrics]:
+          spec: TrainSpec, hparams: Hyperparams | None = None, mesh: Mesh | None = None,
+          learners: Mesh | None = None) -> tuple[AgentState, Any, Metrics]:
     """Normalisers, GAE and the epoch/minibatch update on one time-major buffer collected from ``step`` agent-steps on.
 
     The half of an iteration that does not care where the buffer came from: the JAX rollout or a Unity build's
     players (``rlrobot.unity_runner``). A ``Window`` learns from its ready steps only, ML-Agents' way; a bare
     ``Transition`` buffer uses every step and cuts its trajectories at its end. Only the ``LEARNED_FIELDS`` of the
-    returned metrics are filled.
+    returned metrics are filled. ``learners``: the actor and the critic learn on its two devices (``update``).
     """
     hp = Hyperparams.from_spec(spec) if hparams is None else hparams
     schedule = ppo.schedule_at(step, spec.max_steps, hp.learning_rate, hp.beta, hp.epsilon,
@@ -519,7 +529,7 @@ def learn(agent: AgentState, opt_state, transitions: Transition | Window, step: 
     ready = _flatten(transitions.ready) if is_window else None
     agent = update_normalizers(agent, _flatten(obs), ready) if spec.network.normalize else agent
     batch = make_batch(agent, transitions, spec, hp)
-    agent, opt_state, losses = update(agent, opt_state, batch, schedule, key, spec, mesh, ready)
+    agent, opt_state, losses = update(agent, opt_state, batch, schedule, key, spec, mesh, ready, learners)
     if is_window:
         count = jnp.maximum(losses["count"], 1.0)
         means = {name: losses[name] / count for name in ("policy_loss", "value_loss", "approx_kl", "clip_fraction")}
@@ -539,7 +549,8 @@ def learn(agent: AgentState, opt_state, transitions: Transition | Window, step: 
 
 
 def iteration(env: Environment, env_params, spec: TrainSpec, state: TrainState, hparams: Hyperparams | None = None,
-              mesh: Mesh | None = None, deterministic: bool = False) -> tuple[TrainState, Metrics]:
+              mesh: Mesh | None = None, deterministic: bool = False,
+              learners: Mesh | None = None) -> tuple[TrainState, Metrics]:
     """One PPO iteration: collect (acting with the mean when ``deterministic``, as ML-Agents' flag does), then
     ``learn``. Pure; jit it (``make_train_iterations`` does)."""
     key, key_collect, key_update = jax.random.split(state.key, 3)
@@ -548,7 +559,8 @@ def iteration(env: Environment, env_params, spec: TrainSpec, state: TrainState, 
     state, transitions, episodes = collect(env, env_params, spec, state.replace(key=key), key_collect,
                                            explore=not deterministic)
     window = make_window(spec, state.carry, transitions, pending, state.tracker.trajectory_length, state.obs)
-    agent, opt_state, learned = learn(state.agent, state.opt_state, window, step, key_update, spec, hparams, mesh)
+    agent, opt_state, learned = learn(state.agent, state.opt_state, window, step, key_update, spec, hparams, mesh,
+                                      learners)
     metrics = episodes.replace(**{name: getattr(learned, name) for name in LEARNED_FIELDS})
     return state.replace(agent=agent, opt_state=opt_state, carry=next_carry(spec, window.transitions)), metrics
 
@@ -573,16 +585,18 @@ def inference_iteration(env: Environment, env_params, spec: TrainSpec, state: Tr
 
 def make_train_iterations(env: Environment, env_params, spec: TrainSpec, inference: bool = False,
                           deterministic: bool = False, *, mesh: Mesh | None = None, batched: bool = False,
-                          donate: bool = False):
+                          donate: bool = False, learners: Mesh | None = None):
     """A compiled ``(state, n[, hparams]) -> (state, summed Metrics)`` running ``n`` iterations on the device.
 
     It stops early (with the state before the offending update) if a loss or a parameter becomes NaN/inf.
     ``mesh`` splits the robots across its devices (pass a state placed with ``parallel.place``); ``batched``
     vmaps independent runs: every leaf of the state (and of ``hparams``, if given) has a leading run axis.
     ``donate`` gives the input state's buffers to the output state (the caller must not use the old state again):
-    one copy of the state on the device instead of two.
+    one copy of the state on the device instead of two. ``learners``: the actor and the critic learn on its two
+    devices, each of which also acts for every robot (pass a state placed with ``network_split.replicate``).
     """
-    body_fn = partial(inference_iteration if inference else iteration, deterministic=deterministic)
+    body_fn = (partial(inference_iteration, deterministic=deterministic) if inference
+               else partial(iteration, deterministic=deterministic, learners=learners))
 
     def run(state: TrainState, num_iterations: jnp.ndarray,
             hparams: Hyperparams | None = None) -> tuple[TrainState, Metrics]:

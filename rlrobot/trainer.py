@@ -18,7 +18,7 @@ from jax.sharding import Mesh
 import envs
 from envs import parameters as env_parameters
 from envs.api import Environment
-from rlrobot import __version__, parallel, ppo, program_cache
+from rlrobot import __version__, network_split, parallel, ppo, program_cache
 from rlrobot.config import ConfigError, RunSettings, TrainerSettings, is_builtin_scene
 from rlrobot.limits import ResourceError, check_training_size
 from rlrobot.networks import AgentState, NetworkSpec, env_action, init_agent, policy_distribution, sample_action
@@ -106,7 +106,8 @@ def checkpoint_metadata(behavior: str, spec: TrainSpec, seed: int, **extra: Any)
 
 @dataclass(frozen=True)
 class JaxTrainer:
-    """A behavior on the JAX robot: the scene, its parameters, the static spec and the robots' device mesh."""
+    """A behavior on the JAX robot: the scene, its parameters, the static spec, the robots' device mesh and the
+    learners' (``network_split``: the actor and the critic learn on a device each; the state is whole on both)."""
 
     behavior: str
     scene: str
@@ -115,6 +116,7 @@ class JaxTrainer:
     spec: TrainSpec
     mesh: Mesh | None
     num_devices: int
+    learners: Mesh | None = None
 
     def init_state(self, seed: int) -> TrainState:
         """The initial state of ``seed``, made by one compiled program (kept by ``program_cache``): eagerly, its
@@ -130,7 +132,8 @@ class JaxTrainer:
         """What this trainer's programs are built from, for ``program_cache`` (with ``extra``: the program's flags
         and inputs)."""
         return (self.behavior, self.scene, describe_object(self.env), program_cache.constants(self.env_params),
-                repr(self.spec), None if self.mesh is None else repr(self.mesh), *extra)
+                repr(self.spec), None if self.mesh is None else repr(self.mesh),
+                None if self.learners is None else repr(self.learners), *extra)
 
     def steps(self, state: TrainState) -> int:
         """Agent steps done (the furthest run's, for vmapped runs), exact at any size."""
@@ -139,6 +142,8 @@ class JaxTrainer:
     def place(self, states: list[TrainState], batched: bool) -> TrainState:
         """Stack the runs' states (``batched``) and lay them out on the mesh, from process 0's copy."""
         state = jax.tree.map(lambda *xs: jnp.stack(xs), *states) if batched else states[0]
+        if self.learners is not None:
+            return network_split.replicate(state, self.learners)
         return parallel.place(parallel.broadcast_from_first(state), self.mesh, batch_dims=int(batched))
 
     def compile(self, state: TrainState, hparams: Hyperparams | None = None, *, inference: bool = False,
@@ -146,7 +151,8 @@ class JaxTrainer:
         """The ahead-of-time compiled ``(state, n, hparams) -> (state, Metrics)`` of ``train.make_train_iterations``
         (``donate``: the state passed in is consumed)."""
         program = make_train_iterations(self.env, self.env_params, self.spec, inference=inference,
-                                        deterministic=deterministic, mesh=self.mesh, batched=batched, donate=donate)
+                                        deterministic=deterministic, mesh=self.mesh, batched=batched, donate=donate,
+                                        learners=self.learners)
         flags = {"inference": inference, "deterministic": deterministic, "batched": batched, "donate": donate}
         return program_cache.compile_cached(
             "train", self.describe(flags, program_cache.abstract(state), program_cache.abstract(hparams)),
@@ -156,21 +162,24 @@ class JaxTrainer:
 def build_jax_trainer(settings: RunSettings, behavior: str | None = None, *, num_envs: int | None = None,
                       devices: int | None = None, runs: int = 1) -> JaxTrainer:
     """The JAX trainer ``rlrobot-learn`` runs for these settings: ``num_envs`` robots per area (default: the YAML's,
-    else ``resolve_num_envs``) times ``num_areas``, split over ``devices`` devices (default: all). A size the device
-    cannot hold or compile (``runs``: vmapped seeds × sweep points) is refused up front, naming the key."""
+    else ``resolve_num_envs``) times ``num_areas``, split over ``devices`` devices (default: all, or on a CPU with
+    two devices one, the actor and the critic then learning on a device each: ``network_split.choose_learners``). A
+    size the device cannot hold or compile (``runs``: vmapped seeds × sweep points) is refused up front, naming the
+    key."""
     behavior, scene = (behavior, behavior) if behavior else choose_scene(settings)
     trainer = settings.behavior(behavior)
     env = envs.make(scene)
     env, env_params = scene_with_parameters(env, settings.environment_parameters, behavior)
     robots = (num_envs or resolve_num_envs(settings, trainer)) * settings.env_settings.num_areas
+    learners = network_split.choose_learners(devices, runs, trainer.hyperparameters.shared_critic)
     try:
-        device_list = parallel.choose_devices(devices, robots)
+        device_list = jax.devices()[:1] if learners is not None else parallel.choose_devices(devices, robots)
     except ValueError as error:
         raise RunError(str(error)) from None
     spec = make_train_spec(trainer, env.observation_size, env.action_size, robots)
     check_size(spec, runs)
     return JaxTrainer(behavior=behavior, scene=scene, env=env, env_params=env_params, spec=spec,
-                      mesh=parallel.make_mesh(device_list), num_devices=len(device_list))
+                      mesh=parallel.make_mesh(device_list), num_devices=len(device_list), learners=learners)
 
 
 def check_size(spec: TrainSpec, runs: int = 1) -> None:

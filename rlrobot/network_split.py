@@ -1,0 +1,121 @@
+"""The actor and the critic learn side by side, one on each of two devices, with no per-minibatch communication.
+
+Without ``shared_critic`` ML-Agents' loss is a policy term that only the actor's parameters enter plus a value term
+that only the critic's enter (``ppo.actor_loss``, ``ppo.critic_loss``), and Adam is elementwise: the two networks'
+updates are independent computations over the same minibatches. On a CPU, XLA runs a small network's chain of
+minibatch steps on one core, so with two host devices each device runs one network's whole update (the same shuffled
+minibatches, from the same keys) and the results meet once per update. The run is the one-device run: the same
+gradients, the same Adam steps.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from functools import partial
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from rlrobot import ppo
+
+AXIS = "networks"
+ROLES = ("actor", "critic")   # device i of the mesh learns ROLES[i]
+
+POLICY_METRICS = ("policy_loss", "entropy", "approx_kl", "clip_fraction")
+
+# ``(loss, agent, opt_state, batch, ready, key, schedule) -> (agent, opt_state, metric sums)``: a whole update
+# whose minibatch steps descend ``loss`` (``train.update``'s).
+UpdateWith = Callable[..., tuple[Any, Any, dict]]
+
+
+def actor_only(*args: Any, **kwargs: Any) -> tuple[jnp.ndarray, dict]:
+    """``ppo.actor_loss`` with the critic's metric as 0, so that both learners' updates return the same metrics."""
+    loss, metrics = ppo.actor_loss(*args, **kwargs)
+    return loss, {**metrics, "value_loss": jnp.zeros_like(loss)}
+
+
+def critic_only(*args: Any, **kwargs: Any) -> tuple[jnp.ndarray, dict]:
+    """``ppo.critic_loss`` with the actor's metrics as 0."""
+    loss, metrics = ppo.critic_loss(*args, **kwargs)
+    return loss, {**dict.fromkeys(POLICY_METRICS, jnp.zeros_like(loss)), **metrics}
+
+
+LOSSES = (actor_only, critic_only)   # by role
+
+
+def provide_host_devices(environ: dict[str, str] | None = None) -> None:
+    """Give JAX's CPU backend one device per learner when this process may run on two cores or more; call before
+    JAX starts (a started backend keeps its devices). An accelerator's devices are not touched, nor a count the user
+    chose (``--xla_force_host_platform_device_count`` in ``XLA_FLAGS``, ``JAX_NUM_CPU_DEVICES``)."""
+    environ = os.environ if environ is None else environ
+    chosen = "xla_force_host_platform_device_count" in environ.get("XLA_FLAGS", "") or "JAX_NUM_CPU_DEVICES" in environ
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if chosen or cores < len(ROLES):
+        return
+    import jax
+
+    try:
+        jax.config.update("jax_num_cpu_devices", len(ROLES))
+    except RuntimeError:  # the backend has started (a second run in one process): it keeps its devices
+        pass
+
+
+def choose_learners(requested_devices: int | None, runs: int, shared_critic: bool) -> Mesh | None:
+    """The learners' mesh for a run on a CPU with two devices or more (``provide_host_devices``), or None.
+
+    Only for what the split computes exactly: one run (not vmapped seeds or sweeps) in one process, its robots on
+    one device (``--devices`` left out: ``--devices 1`` turns the split off), with a critic of its own (with
+    ``shared_critic`` the value loss also trains the actor's body).
+    """
+    import jax
+
+    if requested_devices is not None or runs != 1 or shared_critic or jax.process_count() > 1:
+        return None
+    if jax.default_backend() != "cpu" or len(jax.devices()) < len(ROLES):
+        return None
+    return make_mesh(jax.devices()[:len(ROLES)])
+
+
+def make_mesh(devices: Sequence[jax.Device]) -> Mesh:
+    """The learners' mesh: the first device learns the actor, the second the critic."""
+    if len(devices) != len(ROLES):
+        raise ValueError(f"the actor and the critic learn on {len(ROLES)} devices, not {len(devices)}")
+    return Mesh(np.asarray(devices), (AXIS,))
+
+
+def replicate(tree: Any, mesh: Mesh) -> Any:
+    """A pytree whole on both learners' devices (a run's state: each device acts for every robot)."""
+    return jax.device_put(tree, NamedSharding(mesh, PartitionSpec()))
+
+
+def split_update(update_with: UpdateWith, mesh: Mesh, agent: Any, opt_state: Any, batch: ppo.Batch,
+                 ready: jnp.ndarray | None, key: jnp.ndarray, schedule: ppo.Schedule) -> tuple[Any, Any, dict]:
+    """``update_with`` once per device with that device's network's loss. Each network's parameters and Adam moments
+    come from the device that learnt it, and so does each metric; the update is finite if both halves are."""
+    def per_device(agent, opt_state, batch, ready, key, schedule):
+        role = jax.lax.axis_index(AXIS)
+        branches = [lambda *args, loss=loss: update_with(loss, *args) for loss in LOSSES]
+        agent, opt_state, sums = jax.lax.switch(role, branches, agent, opt_state, batch, ready, key, schedule)
+        finite = jax.lax.psum((~sums.pop("loss_is_finite")).astype(jnp.int32), AXIS) == 0
+        sums = {name: _from(ROLES.index("critic" if name == "value_loss" else "actor"), value, role)
+                for name, value in sums.items()}
+        owned = partial(jax.tree_util.tree_map_with_path, lambda path, leaf: _from(owner(path), leaf, role))
+        return owned(agent), owned(opt_state), {**sums, "loss_is_finite": finite}
+
+    return jax.shard_map(per_device, mesh=mesh, in_specs=PartitionSpec(), out_specs=PartitionSpec(),
+                         check_vma=False)(agent, opt_state, batch, ready, key, schedule)
+
+
+def owner(path: tuple) -> int:
+    """Which learner a leaf of the agent or of the optimiser state belongs to: the critic's parameters and moments to
+    the critic's; the rest (the actor's, the normalisers, Adam's step count: equal on both devices) to the actor's."""
+    names = [getattr(entry, "name", getattr(entry, "key", None)) for entry in path]
+    return ROLES.index("critic" if "critic" in names else "actor")
+
+
+def _from(source: int, leaf: jnp.ndarray, role: jnp.ndarray) -> jnp.ndarray:
+    """``leaf`` as device ``source`` holds it, on both devices: a sum in which the other device adds zeros."""
+    return jax.lax.psum(jnp.where(role == source, leaf, jnp.zeros_like(leaf)), AXIS)
