@@ -1,8 +1,10 @@
 """Whole-training throughput: agent-steps per second of rlrobot's jitted PPO iteration for given configs.
 
 Each config is built as ``rlrobot-learn`` builds it, by ``rlrobot.trainer.build_jax_trainer`` (same YAML, same
-default number of robots unless ``--num-envs``), on one device; compiled once (compile time reported separately),
-then ``--iterations`` iterations run in one device call; the median of ``--repeats`` timings is reported.
+default number of robots unless ``--num-envs``), on the devices it would use (on a CPU with two cores or more, the
+actor and the critic learn on a host device each: ``rlrobot.network_split``; ``--devices 1``: one device); compiled
+once (compile time reported separately), then ``--iterations`` iterations run in one device call; the median of
+``--repeats`` timings is reported.
 
     python -m benchmarks.train_throughput configs/MobileRobot-fast.yaml configs/MobileRobot.yaml
 """
@@ -18,8 +20,11 @@ import jax.numpy as jnp
 
 from benchmarks.machine import machine_info
 from rlrobot.config import load_run_settings
+from rlrobot.network_split import provide_host_devices
 from rlrobot.train import TrainState
 from rlrobot.trainer import JaxTrainer, build_jax_trainer
+
+provide_host_devices()  # as rlrobot-learn does, before anything starts JAX's backend
 
 
 def time_iterations(trainer: JaxTrainer, state: TrainState, iterations: int, repeats: int,
@@ -40,13 +45,16 @@ def time_iterations(trainer: JaxTrainer, state: TrainState, iterations: int, rep
     return compile_s, statistics.median(times)
 
 
-def measure(config: str, num_envs: int | None, iterations: int, repeats: int) -> dict:
-    """Agent-steps/s of ``config``'s iteration on one device, with ``num_envs`` robots (default: as rlrobot-learn)."""
-    trainer = build_jax_trainer(load_run_settings(config), num_envs=num_envs, devices=1)
-    compile_s, seconds = time_iterations(trainer, trainer.init_state(0), iterations, repeats)
+def measure(config: str, num_envs: int | None, iterations: int, repeats: int, devices: int | None = None) -> dict:
+    """Agent-steps/s of ``config``'s iteration with ``num_envs`` robots (default: as rlrobot-learn) on ``devices``
+    devices (default: as rlrobot-learn)."""
+    trainer = build_jax_trainer(load_run_settings(config), num_envs=num_envs, devices=devices)
+    state = trainer.place([trainer.init_state(0)], False)
+    compile_s, seconds = time_iterations(trainer, state, iterations, repeats)
     spec = trainer.spec
     net = spec.network
     return {"config": config, "network": f"{net.num_layers}x{net.hidden_units}", "num_envs": spec.num_envs,
+            "learners": 1 if trainer.learners is None else trainer.learners.size,
             "steps_per_iteration": spec.steps_per_iteration, "minibatch": spec.batch_size, "epochs": spec.num_epoch,
             "agent_steps_per_second": iterations * spec.steps_per_iteration / seconds, "compile_s": compile_s}
 
@@ -55,19 +63,22 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("configs", nargs="+")
     parser.add_argument("--num-envs", type=int)
+    parser.add_argument("--devices", type=int, help="as rlrobot-learn's flag (1: one device, no split)")
     parser.add_argument("--iterations", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--json")
     args = parser.parse_args(argv)
-    rows = [measure(c, args.num_envs, args.iterations, args.repeats) for c in args.configs]
+    rows = [measure(c, args.num_envs, args.iterations, args.repeats, args.devices) for c in args.configs]
     info = machine_info()
     print(f"Training throughput — {info['cpu']} ({info['cores']} cores), {info['backend']}, JAX {info['jax']}, "
           f"{info['date']}")
-    print("| config | network | robots | steps/update | minibatch × epochs | agent-steps/s | compile (s) |")
-    print("|---|---|---:|---:|---:|---:|---:|")
+    print("| config | network | robots | steps/update | minibatch × epochs | learner devices | agent-steps/s | "
+          "compile (s) |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         print(f"| {r['config']} | {r['network']} | {r['num_envs']} | {r['steps_per_iteration']} | "
-              f"{r['minibatch']} × {r['epochs']} | {r['agent_steps_per_second']:,.0f} | {r['compile_s']:.1f} |")
+              f"{r['minibatch']} × {r['epochs']} | {r['learners']} | {r['agent_steps_per_second']:,.0f} | "
+              f"{r['compile_s']:.1f} |")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"machine": info, "rows": rows}, f, indent=2)
