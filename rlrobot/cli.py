@@ -69,7 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     unity.add_argument("--env-args", dest="env_args", nargs=argparse.REMAINDER,
                        help="arguments passed on to the player (must come last)")
     scale = parser.add_argument_group("scale out (JAX robot)")
-    scale.add_argument("--devices", type=int, help="split the robots across this many devices (default: all)")
+    scale.add_argument("--devices", type=int,
+                       help="split the robots across this many devices (default: all; on a CPU with two cores, one, "
+                            "the actor and the critic learning on a core each; 1: one device, no split)")
     scale.add_argument("--seeds", type=int, help="train this many seeds (seed, seed+1, ...) in one compiled program")
     scale.add_argument("--sweep", metavar="FILE",
                        help="YAML of hyperparameter lists, e.g. {learning_rate: [3e-4, 1e-3]}")

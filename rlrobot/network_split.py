@@ -63,16 +63,26 @@ def provide_host_devices(environ: dict[str, str] | None = None) -> None:
         pass
 
 
-def choose_learners(requested_devices: int | None, runs: int, shared_critic: bool) -> Mesh | None:
+# Widest hidden layers split: XLA's CPU backend spreads a wider network's matmuls over the cores itself, and the split
+# then only duplicates the acting. Fast config, 2-core CPU, split / one device: 64 units 1.24×, 128 1.04×, 256
+# 0.98×; the course config (3 × 512) 0.45× (benchmarks/RESULTS.md).
+MAX_HIDDEN_UNITS = 128
+
+
+def choose_learners(requested_devices: int | None, runs: int, shared_critic: bool,
+                    hidden_units: int) -> Mesh | None:
     """The learners' mesh for a run on a CPU with two devices or more (``provide_host_devices``), or None.
 
     Only for what the split computes exactly: one run (not vmapped seeds or sweeps) in one process, its robots on
     one device (``--devices`` left out: ``--devices 1`` turns the split off), with a critic of its own (with
-    ``shared_critic`` the value loss also trains the actor's body).
+    ``shared_critic`` the value loss also trains the actor's body); and only where it is faster: networks of at most
+    ``MAX_HIDDEN_UNITS`` units per layer.
     """
     import jax
 
     if requested_devices is not None or runs != 1 or shared_critic or jax.process_count() > 1:
+        return None
+    if hidden_units > MAX_HIDDEN_UNITS:
         return None
     if jax.default_backend() != "cpu" or len(jax.devices()) < len(ROLES):
         return None

@@ -171,7 +171,8 @@ def build_jax_trainer(settings: RunSettings, behavior: str | None = None, *, num
     env = envs.make(scene)
     env, env_params = scene_with_parameters(env, settings.environment_parameters, behavior)
     robots = (num_envs or resolve_num_envs(settings, trainer)) * settings.env_settings.num_areas
-    learners = network_split.choose_learners(devices, runs, trainer.hyperparameters.shared_critic)
+    learners = network_split.choose_learners(devices, runs, trainer.hyperparameters.shared_critic,
+                                             trainer.network_settings.hidden_units)
     try:
         device_list = jax.devices()[:1] if learners is not None else parallel.choose_devices(devices, robots)
     except ValueError as error:

@@ -53,7 +53,7 @@ def test_every_leaf_of_the_agent_and_of_adam_has_an_owner():
 
 
 def test_one_cpu_device_or_a_request_keeps_the_one_device_run():
-    assert network_split.choose_learners(None, 1, False) is None  # this test process has one CPU device
+    assert network_split.choose_learners(None, 1, False, 64) is None  # this test process has one CPU device
     with pytest.raises(ValueError, match="learn on 2 devices, not 1"):
         network_split.make_mesh(jax.devices()[:1])
 
@@ -75,6 +75,11 @@ from rlrobot.trainer import build_jax_trainer
 
 settings = load_run_settings(sys.argv[1])
 split, single = build_jax_trainer(settings), build_jax_trainer(settings, devices=1)
+from rlrobot import network_split
+refused = [network_split.choose_learners(*args) for args in
+           ((None, 1, False, network_split.MAX_HIDDEN_UNITS + 1), (None, 1, True, 16), (None, 2, False, 16),
+            (1, 1, False, 16), (2, 1, False, 16))]
+assert refused == [None] * 5 and network_split.choose_learners(None, 1, False, 16) is not None
 state = single.init_state(0)
 after, devices = {}, {}
 for name, trainer in (("split", split), ("single", single)):
