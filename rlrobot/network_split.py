@@ -57,10 +57,22 @@ def provide_host_devices(environ: dict[str, str] | None = None) -> None:
         return
     import jax
 
+    global _provided
     try:
         jax.config.update("jax_num_cpu_devices", len(ROLES))
+        _provided = True
     except RuntimeError:  # the backend has started (a second run in one process): it keeps its devices
         pass
+
+
+_provided = False
+
+
+def provided_host_devices() -> bool:
+    """Whether this process's CPU devices are ``provide_host_devices``'s: then they are the learners', and a run
+    that does not split its networks keeps its robots on one device (the robots' split all-reduces every minibatch,
+    which costs more than it saves on a CPU)."""
+    return _provided
 
 
 # Widest hidden layers split: XLA's CPU backend spreads a wider network's matmuls over the cores itself, and the split

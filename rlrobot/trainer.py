@@ -173,6 +173,8 @@ def build_jax_trainer(settings: RunSettings, behavior: str | None = None, *, num
     robots = (num_envs or resolve_num_envs(settings, trainer)) * settings.env_settings.num_areas
     learners = network_split.choose_learners(devices, runs, trainer.hyperparameters.shared_critic,
                                              trainer.network_settings.hidden_units)
+    if learners is None and devices is None and network_split.provided_host_devices():
+        devices = 1
     try:
         device_list = jax.devices()[:1] if learners is not None else parallel.choose_devices(devices, robots)
     except ValueError as error:

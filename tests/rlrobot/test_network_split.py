@@ -3,6 +3,7 @@
 The cases with two devices run in a fresh interpreter (``XLA_FLAGS`` is read once, when JAX starts).
 """
 import json
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -128,3 +129,34 @@ def test_a_cli_run_on_two_cpu_devices_splits_and_a_warm_launch_loads_the_same_pr
     run_a, run_b = (tmp_path / "results" / name / "MobileRobot" for name in "ab")
     assert_checkpoints_close(run_a / "checkpoint.ckpt", run_b / "checkpoint.ckpt", rtol=0.0, atol=0.0)
     assert (run_a.parent / "MobileRobot.onnx").is_file()
+
+
+PROVIDED = """
+import os, sys
+from rlrobot.network_split import provide_host_devices, provided_host_devices
+provide_host_devices()
+import jax
+from rlrobot.config import load_run_settings
+from rlrobot.trainer import build_jax_trainer
+small = build_jax_trainer(load_run_settings(sys.argv[1]))
+wide = build_jax_trainer(load_run_settings(sys.argv[2]))
+print(provided_host_devices(), len(jax.devices()), small.learners is not None, wide.learners, wide.num_devices)
+"""
+
+
+def test_provided_host_devices_are_the_learners_and_otherwise_the_robots_stay_on_one(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = {key: value for key, value in forced_device_env(1).items() if key != "XLA_FLAGS"}
+    small = tiny_config(tmp_path, 1024)
+    wide = tmp_path / "wide.yaml"
+    wide.write_text(Path(small).read_text().replace("hidden_units: 16", "hidden_units: 256"))
+    proc = subprocess.run([sys.executable, "-c", PROVIDED, small, str(wide)], capture_output=True,
+                          text=True, cwd=REPO, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    if len(os.sched_getaffinity(0)) < 2:
+        assert proc.stdout.split() == ["False", "1", "False", "None", "1"]
+    else:  # a network too wide to split does not fall back to splitting its robots over the provided devices
+        assert proc.stdout.split() == ["True", "2", "True", "None", "1"]
