@@ -17,7 +17,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.sharding import Mesh, PartitionSpec
 
 from rlrobot import ppo
 
@@ -44,6 +44,7 @@ def critic_only(*args: Any, **kwargs: Any) -> tuple[jnp.ndarray, dict]:
 
 
 LOSSES = (actor_only, critic_only)   # by role
+_provided = False                    # set by provide_host_devices
 
 
 def provide_host_devices(environ: dict[str, str] | None = None) -> None:
@@ -55,17 +56,12 @@ def provide_host_devices(environ: dict[str, str] | None = None) -> None:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     if chosen or cores < len(ROLES):
         return
-    import jax
-
     global _provided
     try:
         jax.config.update("jax_num_cpu_devices", len(ROLES))
         _provided = True
     except RuntimeError:  # the backend has started (a second run in one process): it keeps its devices
         pass
-
-
-_provided = False
 
 
 def provided_host_devices() -> bool:
@@ -90,8 +86,6 @@ def choose_learners(requested_devices: int | None, runs: int, shared_critic: boo
     ``shared_critic`` the value loss also trains the actor's body); and only where it is faster: networks of at most
     ``MAX_HIDDEN_UNITS`` units per layer.
     """
-    import jax
-
     if requested_devices is not None or runs != 1 or shared_critic or jax.process_count() > 1:
         return None
     if hidden_units > MAX_HIDDEN_UNITS:
@@ -106,11 +100,6 @@ def make_mesh(devices: Sequence[jax.Device]) -> Mesh:
     if len(devices) != len(ROLES):
         raise ValueError(f"the actor and the critic learn on {len(ROLES)} devices, not {len(devices)}")
     return Mesh(np.asarray(devices), (AXIS,))
-
-
-def replicate(tree: Any, mesh: Mesh) -> Any:
-    """A pytree whole on both learners' devices (a run's state: each device acts for every robot)."""
-    return jax.device_put(tree, NamedSharding(mesh, PartitionSpec()))
 
 
 def split_update(update_with: UpdateWith, mesh: Mesh, agent: Any, opt_state: Any, batch: ppo.Batch,

@@ -593,7 +593,7 @@ def make_train_iterations(env: Environment, env_params, spec: TrainSpec, inferen
     vmaps independent runs: every leaf of the state (and of ``hparams``, if given) has a leading run axis.
     ``donate`` gives the input state's buffers to the output state (the caller must not use the old state again):
     one copy of the state on the device instead of two. ``learners``: the actor and the critic learn on its two
-    devices, each of which also acts for every robot (pass a state placed with ``network_split.replicate``).
+    devices, each of which also acts for every robot (pass a state placed with ``parallel.replicate``).
     """
     body_fn = (partial(inference_iteration, deterministic=deterministic) if inference
                else partial(iteration, deterministic=deterministic, learners=learners))

@@ -143,7 +143,7 @@ class JaxTrainer:
         """Stack the runs' states (``batched``) and lay them out on the mesh, from process 0's copy."""
         state = jax.tree.map(lambda *xs: jnp.stack(xs), *states) if batched else states[0]
         if self.learners is not None:
-            return network_split.replicate(state, self.learners)
+            return parallel.replicate(state, self.learners)  # whole on both: each learner acts for every robot
         return parallel.place(parallel.broadcast_from_first(state), self.mesh, batch_dims=int(batched))
 
     def compile(self, state: TrainState, hparams: Hyperparams | None = None, *, inference: bool = False,
