@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import signal
 import time
 from collections.abc import Callable
@@ -106,6 +107,22 @@ class Cadence:
         return min(next_multiple(step, self.summary_freq), next_multiple(step, self.checkpoint_interval),
                    self.max_steps)
 
+    def periods(self, step: int, steps_per_iteration: int, max_periods: int, max_iterations: int) -> list[int]:
+        """The iterations of each summary period one device call can run from ``step``: at most ``max_periods``
+        periods and (past the first) ``max_iterations`` iterations, ending where a checkpoint or the end falls due
+        (the host saves the state there) or where a period would end without a summary."""
+        counts: list[int] = []
+        while len(counts) < max_periods and step < self.max_steps:
+            count = max(1, math.ceil((self.next_stop(step) - step) / steps_per_iteration))
+            if counts and sum(counts) + count > max_iterations:
+                break
+            after = step + count * steps_per_iteration
+            counts.append(count)
+            if after >= self.max_steps or self.checkpoint_due(step, after) or not self.summary_due(step, after):
+                break
+            step = after
+        return counts
+
     def summary_due(self, before: int, after: int) -> bool:
         return after >= next_multiple(before, self.summary_freq)
 
@@ -168,9 +185,10 @@ class SummaryClock:
         self.last_time = self.loop_start
         self.first_step = self.last_step = step
 
-    def lap(self, step: int) -> tuple[float, float]:
-        """``(seconds since start, agent-steps/s since the last lap)``; starts a new lap."""
-        now = time.perf_counter()
+    def lap(self, step: int, at: float | None = None) -> tuple[float, float]:
+        """``(seconds since start, agent-steps/s since the last lap)`` at ``at`` (a ``perf_counter`` reading; default
+        now); starts a new lap."""
+        now = time.perf_counter() if at is None else at
         rate = (step - self.last_step) / max(now - self.last_time, 1e-9)
         self.last_time, self.last_step = now, step
         return now - self.start, rate

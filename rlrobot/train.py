@@ -3,9 +3,10 @@
 One iteration collects ``num_envs × rollout_steps`` agent transitions (≥ ``buffer_size``) and updates on all of
 them, as ML-Agents does once its buffer is full. ``make_train_iterations`` runs a dynamic number of iterations in
 one compiled ``lax.while_loop`` and returns summed metrics, so the host wakes only to log and save, and a changing
-number of iterations per wake-up never recompiles. The same program runs split across devices (``mesh``, see
-``parallel``) and vmapped over independent runs (``batched``: seeds, and swept ``Hyperparams``). Device code only:
-``rlrobot.trainer`` builds it from settings, ``rlrobot.runner`` drives it.
+number of iterations per wake-up never recompiles; ``make_train_periods`` runs several summary periods in one call,
+each summed apart. The same program runs split across devices (``mesh``, see ``parallel``) and vmapped over
+independent runs (``batched``: seeds, and swept ``Hyperparams``). Device code only: ``rlrobot.trainer`` builds it
+from settings, ``rlrobot.runner`` drives it.
 """
 from __future__ import annotations
 
@@ -595,6 +596,41 @@ def make_train_iterations(env: Environment, env_params, spec: TrainSpec, inferen
     one copy of the state on the device instead of two. ``learners``: the actor and the critic learn on its two
     devices, each of which also acts for every robot (pass a state placed with ``parallel.replicate``).
     """
+    run = _iterations(env, env_params, spec, inference, deterministic, mesh, learners)
+    return jax.jit(jax.vmap(run, in_axes=(0, None, 0)) if batched else run, donate_argnums=(0,) if donate else ())
+
+
+def make_train_periods(env: Environment, env_params, spec: TrainSpec, periods: int, inference: bool = False,
+                       deterministic: bool = False, *, mesh: Mesh | None = None, batched: bool = False,
+                       donate: bool = False, learners: Mesh | None = None):
+    """A compiled ``(state, counts[periods][, hparams]) -> (state, Metrics per period, iteration after each period)``:
+    ``make_train_iterations`` for several summary periods in one device call, ``counts[p]`` iterations in period
+    ``p`` (0: an unused slot), each period's metrics summed apart. Why: every device call allocates its temporaries
+    afresh, which the kernel zeroes page by page; a config that sums up every iteration would pay that per
+    iteration. After a NaN/inf the later periods run nothing. Batched runs add a leading run axis to every output.
+    """
+    run = _iterations(env, env_params, spec, inference, deterministic, mesh, learners)
+
+    def run_periods(state: TrainState, counts: jnp.ndarray,
+                    hparams: Hyperparams | None = None) -> tuple[TrainState, Metrics, jnp.ndarray]:
+        chex.assert_shape(counts, (periods,))
+
+        def period(carry, count):
+            state, finite = carry
+            state, metrics = run(state, jnp.where(finite, count, 0), hparams)
+            return (state, finite & metrics.loss_is_finite), (metrics, state.iteration)
+
+        (state, _), (metrics, ends) = jax.lax.scan(period, (state, jnp.bool_(True)), counts)
+        return state, metrics, ends
+
+    return jax.jit(jax.vmap(run_periods, in_axes=(0, None, 0)) if batched else run_periods,
+                   donate_argnums=(0,) if donate else ())
+
+
+def _iterations(env: Environment, env_params, spec: TrainSpec, inference: bool, deterministic: bool,
+                mesh: Mesh | None, learners: Mesh | None):
+    """``(state, n, hparams) -> (state, summed Metrics)``: ``n`` iterations in a ``while_loop``, stopping before an
+    update that makes a loss or a parameter NaN/inf (see ``make_train_iterations``)."""
     body_fn = (partial(inference_iteration, deterministic=deterministic) if inference
                else partial(iteration, deterministic=deterministic, learners=learners))
 
@@ -614,7 +650,7 @@ def make_train_iterations(env: Environment, env_params, spec: TrainSpec, inferen
         state, metrics, _ = jax.lax.while_loop(cond, body, (state, Metrics.zeros(), jnp.int32(0)))
         return state, metrics
 
-    return jax.jit(jax.vmap(run, in_axes=(0, None, 0)) if batched else run, donate_argnums=(0,) if donate else ())
+    return run
 
 
 def summary_scalars(metrics: Metrics, inference: bool = False, reward_strength: float = 1.0) -> dict[str, float]:

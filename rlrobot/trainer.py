@@ -35,6 +35,7 @@ from rlrobot.train import (
     learn,
     make_optimizer,
     make_train_iterations,
+    make_train_periods,
     make_train_spec,
 )
 
@@ -147,16 +148,22 @@ class JaxTrainer:
         return parallel.place(parallel.broadcast_from_first(state), self.mesh, batch_dims=int(batched))
 
     def compile(self, state: TrainState, hparams: Hyperparams | None = None, *, inference: bool = False,
-                deterministic: bool = False, batched: bool = False, donate: bool = False):
+                deterministic: bool = False, batched: bool = False, donate: bool = False, periods: int | None = None):
         """The ahead-of-time compiled ``(state, n, hparams) -> (state, Metrics)`` of ``train.make_train_iterations``
-        (``donate``: the state passed in is consumed)."""
-        program = make_train_iterations(self.env, self.env_params, self.spec, inference=inference,
-                                        deterministic=deterministic, mesh=self.mesh, batched=batched, donate=donate,
-                                        learners=self.learners)
-        flags = {"inference": inference, "deterministic": deterministic, "batched": batched, "donate": donate}
+        (``donate``: the state passed in is consumed); with ``periods``, ``train.make_train_periods``'s
+        ``(state, counts, hparams) -> (state, Metrics per period, iteration after each)``."""
+        options = {"inference": inference, "deterministic": deterministic, "mesh": self.mesh, "batched": batched,
+                   "donate": donate, "learners": self.learners}
+        if periods is None:
+            program, count = make_train_iterations(self.env, self.env_params, self.spec, **options), jnp.int32(1)
+        else:
+            program = make_train_periods(self.env, self.env_params, self.spec, periods, **options)
+            count = jnp.zeros(periods, jnp.int32)
+        flags = {"inference": inference, "deterministic": deterministic, "batched": batched, "donate": donate,
+                 "periods": periods}
         return program_cache.compile_cached(
             "train", self.describe(flags, program_cache.abstract(state), program_cache.abstract(hparams)),
-            lambda: program.lower(state, jnp.int32(1), hparams))
+            lambda: program.lower(state, count, hparams))
 
 
 def build_jax_trainer(settings: RunSettings, behavior: str | None = None, *, num_envs: int | None = None,

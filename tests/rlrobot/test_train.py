@@ -8,7 +8,13 @@ from probe_envs import DiscountProbe, TargetProbe
 
 from rlrobot.config import NetworkSettings, PPOSettings, RewardSignalSettings, TrainerSettings
 from rlrobot.networks import policy_distribution, value_estimate
-from rlrobot.train import init_train_state, make_train_iterations, make_train_spec, summary_scalars
+from rlrobot.train import (
+    init_train_state,
+    make_train_iterations,
+    make_train_periods,
+    make_train_spec,
+    summary_scalars,
+)
 
 
 def trainer(**overrides) -> TrainerSettings:
@@ -86,6 +92,39 @@ def test_chunked_runs_equal_one_long_run():
     twice, _ = run(run(state, jnp.int32(1))[0], jnp.int32(3))
     for a, b in zip(jax.tree.leaves(once), jax.tree.leaves(twice)):
         np.testing.assert_array_equal(a, b)
+
+
+def test_periods_in_one_call_equal_a_call_per_period():
+    """Several summary periods in one device call: the same state, each period's own metrics and the iteration
+    count after it, as one call per period; unused slots run nothing."""
+    env = TargetProbe()
+    spec = make_train_spec(trainer(), 1, 1, 32)
+    state = init_train_state(jax.random.PRNGKey(2), env, env.default_params, spec)
+    run = make_train_iterations(env, env.default_params, spec)
+    periods = make_train_periods(env, env.default_params, spec, 4)
+    together, metrics, ends = periods(state, jnp.array([2, 1, 3, 0], jnp.int32))
+    one_by_one = state
+    for index, count in enumerate([2, 1, 3]):
+        one_by_one, expected = run(one_by_one, jnp.int32(count))
+        assert int(ends[index]) == int(one_by_one.iteration)
+        for a, b in zip(jax.tree.leaves(expected), jax.tree.leaves(jax.tree.map(lambda x, i=index: x[i], metrics))):
+            np.testing.assert_array_equal(a, b)
+    assert int(ends[3]) == 6 and float(metrics.iterations[3]) == 0.0
+    for a, b in zip(jax.tree.leaves(one_by_one), jax.tree.leaves(together)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_periods_after_a_nan_run_nothing():
+    """A non-finite loss stops the call: its period reports it, and the later periods run no iteration."""
+    env = TargetProbe()
+    spec = make_train_spec(trainer(), 1, 1, 32)
+    state = init_train_state(jax.random.PRNGKey(2), env, env.default_params, spec)
+    poisoned = state.replace(agent=state.agent.replace(params=jax.tree.map(lambda x: x * jnp.nan,
+                                                                           state.agent.params)))
+    _, metrics, ends = make_train_periods(env, env.default_params, spec, 3)(poisoned, jnp.array([1, 2, 2], jnp.int32))
+    assert not bool(metrics.loss_is_finite[0])
+    assert metrics.iterations.tolist() == [1.0, 0.0, 0.0]
+    assert ends.tolist() == [0, 0, 0]  # the state before the offending update
 
 
 class ShiftedResetProbe(DiscountProbe):
