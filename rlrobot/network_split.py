@@ -110,11 +110,12 @@ def split_update(update_with: UpdateWith, mesh: Mesh, agent: Any, opt_state: Any
         role = jax.lax.axis_index(AXIS)
         branches = [lambda *args, loss=loss: update_with(loss, *args) for loss in LOSSES]
         agent, opt_state, sums = jax.lax.switch(role, branches, agent, opt_state, batch, ready, key, schedule)
-        finite = jax.lax.psum((~sums.pop("loss_is_finite")).astype(jnp.int32), AXIS) == 0
-        sums = {name: _from(ROLES.index("critic" if name == "value_loss" else "actor"), value, role)
+        failed = (~sums.pop("loss_is_finite")).astype(jnp.int32)
+        sums = {name: _mine(ROLES.index("critic" if name == "value_loss" else "actor"), value, role)
                 for name, value in sums.items()}
-        owned = partial(jax.tree_util.tree_map_with_path, lambda path, leaf: _from(owner(path), leaf, role))
-        return owned(agent), owned(opt_state), {**sums, "loss_is_finite": finite}
+        owned = partial(jax.tree_util.tree_map_with_path, lambda path, leaf: _mine(owner(path), leaf, role))
+        agent, opt_state, sums, failed = _psum_packed((owned(agent), owned(opt_state), sums, failed))
+        return agent, opt_state, {**sums, "loss_is_finite": failed == 0}
 
     return jax.shard_map(per_device, mesh=mesh, in_specs=PartitionSpec(), out_specs=PartitionSpec(),
                          check_vma=False)(agent, opt_state, batch, ready, key, schedule)
@@ -127,6 +128,23 @@ def owner(path: tuple) -> int:
     return ROLES.index("critic" if "critic" in names else "actor")
 
 
-def _from(source: int, leaf: jnp.ndarray, role: jnp.ndarray) -> jnp.ndarray:
-    """``leaf`` as device ``source`` holds it, on both devices: a sum in which the other device adds zeros."""
-    return jax.lax.psum(jnp.where(role == source, leaf, jnp.zeros_like(leaf)), AXIS)
+def _mine(source: int, leaf: jnp.ndarray, role: jnp.ndarray) -> jnp.ndarray:
+    """``leaf`` on device ``source``, zeros on the other: summed over the devices, ``source``'s copy on both."""
+    return jnp.where(role == source, leaf, jnp.zeros_like(leaf))
+
+
+def _psum_packed(tree: Any) -> Any:
+    """``psum`` of every leaf over the learners, the leaves of each dtype packed into one vector: XLA's CPU
+    collectives meet the other device once per operand (measured: ~110 meetings per iteration of the fast config, and
+    ~4 ms of its ~65), so one operand per dtype instead of one per leaf."""
+    leaves, treedef = jax.tree.flatten(tree)
+    summed = list(leaves)
+    for dtype in sorted({leaf.dtype for leaf in leaves}, key=str):
+        group = [index for index, leaf in enumerate(leaves) if leaf.dtype == dtype]
+        packed = jax.lax.psum(jnp.concatenate([jnp.ravel(leaves[index]) for index in group]), AXIS)
+        start = 0
+        for index in group:
+            size = leaves[index].size
+            summed[index] = packed[start:start + size].reshape(leaves[index].shape)
+            start += size
+    return jax.tree.unflatten(treedef, summed)

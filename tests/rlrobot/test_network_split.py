@@ -69,7 +69,7 @@ def test_host_devices_are_provided_only_where_nobody_chose_a_count():
 
 
 SPLIT_AND_SINGLE = """
-import json, sys
+import json, re, sys
 import jax, jax.numpy as jnp, numpy as np
 from rlrobot.config import load_run_settings
 from rlrobot.trainer import build_jax_trainer
@@ -86,11 +86,15 @@ after, devices = {}, {}
 for name, trainer in (("split", split), ("single", single)):
     placed = trainer.place([state], False)
     devices[name] = len(placed.agent.params.actor["params"]["mu"]["kernel"].sharding.device_set)
-    after[name] = jax.device_get(trainer.compile(placed)(placed, jnp.int32(3), None))
+    program = trainer.compile(placed)
+    after[name] = jax.device_get(program(placed, jnp.int32(3), None))
+    if name == "split":  # the operands of the learners' all-reduces, per all-reduce
+        operands = [call.count("%") for call in re.findall(r" all-reduce(?:-start)?[(]([^)]*)[)]", program.as_text())]
 leaves = {name: [np.asarray(x) for x in jax.tree.leaves(value)] for name, value in after.items()}
 worst = max(float(np.max(np.abs(a.astype(np.float64) - b.astype(np.float64)) / (np.abs(a).max(initial=0.0) + 1e-6)))
             for a, b in zip(leaves["split"], leaves["single"]))
 print(json.dumps({"learners": split.learners.axis_names, "single": single.learners, "devices": devices,
+                  "all_reduce_operands": operands,
                   "worst": worst, "leaves": len(leaves["split"]), "updates": float(after["split"][1].updates),
                   "value_loss": float(after["split"][1].value_loss),
                   "policy_loss": [float(after[n][1].policy_loss) for n in ("split", "single")]}))
@@ -102,6 +106,8 @@ def test_the_split_run_is_the_one_device_run(tmp_path):
     assert report["learners"] == ["networks"] and report["single"] is None
     assert report["devices"] == {"split": 2, "single": 1}  # the split state is whole on both devices
     assert report["updates"] == 3.0 and report["value_loss"] > 0.0
+    # The learners meet once per update and dtype, not once per leaf (network_split._psum_packed).
+    assert report["all_reduce_operands"] == [1, 1], report["all_reduce_operands"]
     # Networks, Adam moments, normalisers, robots, keys and summed metrics after three iterations, to rounding.
     assert report["leaves"] > 40 and report["worst"] < 1e-4, report
     np.testing.assert_allclose(*report["policy_loss"], rtol=1e-4)
