@@ -607,32 +607,52 @@ def make_train_periods(env: Environment, env_params, spec: TrainSpec, periods: i
     ``make_train_iterations`` for several summary periods in one device call, ``counts[p]`` iterations in period
     ``p`` (0: an unused slot), each period's metrics summed apart. Why: every device call allocates its temporaries
     afresh, which the kernel zeroes page by page; a config that sums up every iteration would pay that per
-    iteration. After a NaN/inf the later periods run nothing. Batched runs add a leading run axis to every output.
+    iteration. One ``while_loop`` runs all the iterations and adds each one's metrics to its period's row: a scan of
+    ``make_train_iterations``' loops made the fast config's program 12% larger (4.34 against 3.87 MB: longer to
+    compile, and to load from the cache), this one 3.78 MB. After a NaN/inf the call stops, as
+    ``make_train_iterations`` does. Batched runs add a leading run axis to every output.
     """
-    run = _iterations(env, env_params, spec, inference, deterministic, mesh, learners)
+    body_fn = _iteration_fn(inference, deterministic, learners)
 
     def run_periods(state: TrainState, counts: jnp.ndarray,
                     hparams: Hyperparams | None = None) -> tuple[TrainState, Metrics, jnp.ndarray]:
         chex.assert_shape(counts, (periods,))
+        boundaries = jnp.cumsum(counts)
+        rows = jax.tree.map(lambda x: jnp.broadcast_to(x, (periods, *x.shape)), Metrics.zeros())
 
-        def period(carry, count):
-            state, finite = carry
-            state, metrics = run(state, jnp.where(finite, count, 0), hparams)
-            return (state, finite & metrics.loss_is_finite), (metrics, state.iteration)
+        def cond(carry):
+            _, _, i, finite = carry
+            return (i < boundaries[-1]) & finite
 
-        (state, _), (metrics, ends) = jax.lax.scan(period, (state, jnp.bool_(True)), counts)
-        return state, metrics, ends
+        def body(carry):
+            state, rows, i, _ = carry
+            new_state, new_metrics = body_fn(env, env_params, spec, state, hparams, mesh)
+            period = jnp.sum(boundaries <= i)
+            row = jax.tree.map(lambda x: x[period], rows).add(new_metrics)
+            rows = jax.tree.map(lambda x, value: x.at[period].set(value), rows, row)
+            keep = jax.tree.map(lambda new, old: jnp.where(new_metrics.loss_is_finite, new, old), new_state, state)
+            return parallel.constrain_state(keep, mesh), rows, i + 1, new_metrics.loss_is_finite
+
+        first = state.iteration
+        state, rows, _, _ = jax.lax.while_loop(cond, body, (state, rows, jnp.int32(0), jnp.bool_(True)))
+        ends = first + jnp.minimum(boundaries, state.iteration - first).astype(first.dtype)
+        return state, rows, ends
 
     return jax.jit(jax.vmap(run_periods, in_axes=(0, None, 0)) if batched else run_periods,
                    donate_argnums=(0,) if donate else ())
+
+
+def _iteration_fn(inference: bool, deterministic: bool, learners: Mesh | None):
+    """The iteration a training program repeats: ``iteration`` or, with ``--inference``, ``inference_iteration``."""
+    return (partial(inference_iteration, deterministic=deterministic) if inference
+            else partial(iteration, deterministic=deterministic, learners=learners))
 
 
 def _iterations(env: Environment, env_params, spec: TrainSpec, inference: bool, deterministic: bool,
                 mesh: Mesh | None, learners: Mesh | None):
     """``(state, n, hparams) -> (state, summed Metrics)``: ``n`` iterations in a ``while_loop``, stopping before an
     update that makes a loss or a parameter NaN/inf (see ``make_train_iterations``)."""
-    body_fn = (partial(inference_iteration, deterministic=deterministic) if inference
-               else partial(iteration, deterministic=deterministic, learners=learners))
+    body_fn = _iteration_fn(inference, deterministic, learners)
 
     def run(state: TrainState, num_iterations: jnp.ndarray,
             hparams: Hyperparams | None = None) -> tuple[TrainState, Metrics]:
