@@ -47,7 +47,12 @@ def body(pos: Vec, forward: Vec) -> Box:
 
 def body_is_free(pos: jnp.ndarray | Vec, yaw: jnp.ndarray, solids: Sequence[Box]) -> jnp.ndarray:
     """True when the car body at (pos, yaw) overlaps none of the solid boxes."""
-    collider = body(Vec(*pos), geometry.heading(yaw))
+    return body_is_free_facing(Vec(*pos), geometry.heading(yaw), solids)
+
+
+def body_is_free_facing(pos: Vec, forward: Vec, solids: Sequence[Box]) -> jnp.ndarray:
+    """:func:`body_is_free` for a car facing the unit vector ``forward`` (no sine or cosine to compute)."""
+    collider = body(pos, forward)
     return ~functools.reduce(jnp.logical_or, [geometry.boxes_overlap(collider, solid) for solid in solids])
 
 
@@ -85,11 +90,15 @@ def move(pos: Vec, yaw: jnp.ndarray, delta: Vec, dyaw: jnp.ndarray,
     pushing it into another solid) does the turn not happen.
 
     The heading is returned, computed once with the rest, so that the sensors need no sine and cosine of their own:
-    XLA would otherwise recompute them in every fused loop over the 18 rays.
+    XLA would otherwise recompute them in every fused loop over the 18 rays. For the same reason the heading before
+    the turn and every body-against-solids test are stored once (:func:`computed_once_mask`) rather than repeated in
+    each coordinate that selects on them.
     """
+    before = Vec(*geometry.computed_once(*geometry.heading(yaw)))
     full = Vec(pos.x + delta.x, pos.z + delta.z)
     along_x, along_z = Vec(pos.x + delta.x, pos.z), Vec(pos.x, pos.z + delta.z)
-    use_full, use_x, use_z = (body_is_free(p, yaw, solids) for p in (full, along_x, along_z))
+    use_full, use_x, use_z = computed_once_mask(*(body_is_free_facing(p, before, solids)
+                                                  for p in (full, along_x, along_z)))
     moved = Vec(jnp.where(use_full | use_x, full.x, pos.x), jnp.where(use_full | (~use_x & use_z), full.z, pos.z))
     turned = wrap_degrees(yaw + dyaw)
     moved_x, moved_z, forward_x, forward_z = geometry.computed_once(moved.x, moved.z, *geometry.heading(turned))
@@ -98,12 +107,15 @@ def move(pos: Vec, yaw: jnp.ndarray, delta: Vec, dyaw: jnp.ndarray,
     for solid in solids:  # each push computed once: fused, the chain of pushes would grow exponentially
         push = geometry.push_out(body(pushed, forward), solid)
         pushed = Vec(*geometry.computed_once(pushed.x + push.x, pushed.z + push.z))
-    ok = body_is_free(pushed, turned, solids)
-    before = geometry.heading(yaw)
-    x, z, yaw, forward_x, forward_z = geometry.computed_once(
-        jnp.where(ok, pushed.x, moved.x), jnp.where(ok, pushed.z, moved.z), jnp.where(ok, turned, yaw),
-        jnp.where(ok, forward.x, before.x), jnp.where(ok, forward.z, before.z))
-    return Vec(x, z), yaw, Vec(forward_x, forward_z)
+    (ok,) = computed_once_mask(body_is_free_facing(pushed, forward, solids))
+    return (Vec(jnp.where(ok, pushed.x, moved.x), jnp.where(ok, pushed.z, moved.z)), jnp.where(ok, turned, yaw),
+            Vec(jnp.where(ok, forward.x, before.x), jnp.where(ok, forward.z, before.z)))
+
+
+def computed_once_mask(*masks: jnp.ndarray) -> tuple[jnp.ndarray, ...]:
+    """:func:`geometry.computed_once` for boolean arrays: a box test stored once rather than repeated in every
+    select that reads it."""
+    return tuple(value > 0.5 for value in geometry.computed_once(*(m.astype(jnp.float32) for m in masks)))
 
 
 def wrap_degrees(angle: jnp.ndarray) -> jnp.ndarray:
