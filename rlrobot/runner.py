@@ -47,12 +47,13 @@ CALL_SECONDS = 0.5
 
 
 def _member(tree, index: int, batched: bool):
+    """One run's part of a (host) tree: its index on the leading runs' axis if batched."""
     return jax.tree.map(lambda x: x[index], tree) if batched else tree
 
 
 def _period(tree, index: int, batched: bool):
-    """One summary period of ``make_train_periods``' outputs (its period axis follows the runs' axis if batched)."""
-    return jax.tree.map(lambda x: x[:, index] if batched else x[index], tree)
+    """One summary period of ``make_train_periods``' outputs: the period axis follows the runs' axis if batched."""
+    return jax.tree.map(lambda x: np.take(x, index, axis=int(batched)), tree)
 
 
 def _open_runs(trainer: JaxTrainer, settings: RunSettings, members: list[Member],

@@ -596,7 +596,13 @@ def make_train_iterations(env: Environment, env_params, spec: TrainSpec, inferen
     one copy of the state on the device instead of two. ``learners``: the actor and the critic learn on its two
     devices, each of which also acts for every robot (pass a state placed with ``parallel.replicate``).
     """
-    run = _iterations(env, env_params, spec, inference, deterministic, mesh, learners)
+    run_periods = _periods(env, env_params, spec, 1, inference, deterministic, mesh, learners)
+
+    def run(state: TrainState, num_iterations: jnp.ndarray,
+            hparams: Hyperparams | None = None) -> tuple[TrainState, Metrics]:
+        state, rows, _ = run_periods(state, jnp.reshape(num_iterations, (1,)), hparams)
+        return state, jax.tree.map(lambda x: x[0], rows)
+
     return jax.jit(jax.vmap(run, in_axes=(0, None, 0)) if batched else run, donate_argnums=(0,) if donate else ())
 
 
@@ -607,10 +613,27 @@ def make_train_periods(env: Environment, env_params, spec: TrainSpec, periods: i
     ``make_train_iterations`` for several summary periods in one device call, ``counts[p]`` iterations in period
     ``p`` (0: an unused slot), each period's metrics summed apart. Why: every device call allocates its temporaries
     afresh, which the kernel zeroes page by page; a config that sums up every iteration would pay that per
-    iteration. One ``while_loop`` runs all the iterations and adds each one's metrics to its period's row: a scan of
-    ``make_train_iterations``' loops made the fast config's program 12% larger (4.34 against 3.87 MB: longer to
-    compile, and to load from the cache), this one 3.78 MB. After a NaN/inf the call stops, as
-    ``make_train_iterations`` does. Batched runs add a leading run axis to every output.
+    iteration. After a NaN/inf the call stops, as ``make_train_iterations`` does. Batched runs add a leading run
+    axis to every output.
+    """
+    run_periods = _periods(env, env_params, spec, periods, inference, deterministic, mesh, learners)
+    return jax.jit(jax.vmap(run_periods, in_axes=(0, None, 0)) if batched else run_periods,
+                   donate_argnums=(0,) if donate else ())
+
+
+def _iteration_fn(inference: bool, deterministic: bool, learners: Mesh | None):
+    """The iteration a training program repeats: ``iteration`` or, with ``--inference``, ``inference_iteration``."""
+    return (partial(inference_iteration, deterministic=deterministic) if inference
+            else partial(iteration, deterministic=deterministic, learners=learners))
+
+
+def _periods(env: Environment, env_params, spec: TrainSpec, periods: int, inference: bool, deterministic: bool,
+             mesh: Mesh | None, learners: Mesh | None):
+    """``(state, counts, hparams) -> (state, Metrics per period, ends)`` (see ``make_train_periods``).
+
+    One ``while_loop`` runs all the iterations and adds each one's metrics to its period's row: a scan of one loop
+    per period made the fast config's program 12% larger (4.34 against 3.87 MB: longer to compile, and to load from
+    the cache), this one 3.78 MB. An update that makes a loss or a parameter NaN/inf is dropped and ends the loop.
     """
     body_fn = _iteration_fn(inference, deterministic, learners)
 
@@ -638,39 +661,7 @@ def make_train_periods(env: Environment, env_params, spec: TrainSpec, periods: i
         ends = first + jnp.minimum(boundaries, state.iteration - first).astype(first.dtype)
         return state, rows, ends
 
-    return jax.jit(jax.vmap(run_periods, in_axes=(0, None, 0)) if batched else run_periods,
-                   donate_argnums=(0,) if donate else ())
-
-
-def _iteration_fn(inference: bool, deterministic: bool, learners: Mesh | None):
-    """The iteration a training program repeats: ``iteration`` or, with ``--inference``, ``inference_iteration``."""
-    return (partial(inference_iteration, deterministic=deterministic) if inference
-            else partial(iteration, deterministic=deterministic, learners=learners))
-
-
-def _iterations(env: Environment, env_params, spec: TrainSpec, inference: bool, deterministic: bool,
-                mesh: Mesh | None, learners: Mesh | None):
-    """``(state, n, hparams) -> (state, summed Metrics)``: ``n`` iterations in a ``while_loop``, stopping before an
-    update that makes a loss or a parameter NaN/inf (see ``make_train_iterations``)."""
-    body_fn = _iteration_fn(inference, deterministic, learners)
-
-    def run(state: TrainState, num_iterations: jnp.ndarray,
-            hparams: Hyperparams | None = None) -> tuple[TrainState, Metrics]:
-        def cond(carry):
-            _, metrics, i = carry
-            return (i < num_iterations) & metrics.loss_is_finite
-
-        def body(carry):
-            state, metrics, i = carry
-            new_state, new_metrics = body_fn(env, env_params, spec, state, hparams, mesh)
-            total = metrics.add(new_metrics)
-            keep = jax.tree.map(lambda new, old: jnp.where(new_metrics.loss_is_finite, new, old), new_state, state)
-            return parallel.constrain_state(keep, mesh), total, i + 1
-
-        state, metrics, _ = jax.lax.while_loop(cond, body, (state, Metrics.zeros(), jnp.int32(0)))
-        return state, metrics
-
-    return run
+    return run_periods
 
 
 def summary_scalars(metrics: Metrics, inference: bool = False, reward_strength: float = 1.0) -> dict[str, float]:
