@@ -155,6 +155,11 @@ def nearest_hit(obstacles: jnp.ndarray, target: jnp.ndarray) -> tuple[jnp.ndarra
 _RAY_BITS = np.left_shift(1, np.arange(NUM_RAYS)).astype(np.int32)
 
 
+def _or_pairs(a: tuple, b: tuple) -> tuple:
+    """The reducer of :func:`episode_outcome`, at module level so that eager calls reuse its compiled reduction."""
+    return a[0] | b[0], a[1] | b[1]
+
+
 def episode_outcome(reached: jnp.ndarray, penalised: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
     """Unity's reward loop over the rays in order: the first ray in ``reached`` ends the episode, and every ray in
     ``penalised`` before it costs a penalty. Returns (terminated, number of penalties).
@@ -164,7 +169,7 @@ def episode_outcome(reached: jnp.ndarray, penalised: jnp.ndarray) -> tuple[jnp.n
     """
     reached_bits, penalised_bits = jax.lax.reduce(
         (jnp.where(reached, _RAY_BITS, 0), jnp.where(penalised, _RAY_BITS, 0)), (np.int32(0), np.int32(0)),
-        lambda a, b: (a[0] | b[0], a[1] | b[1]), (0,))
+        _or_pairs, (0,))
     before_first = (reached_bits & -reached_bits) - 1
     return reached_bits != 0, jax.lax.population_count(penalised_bits & before_first)
 

@@ -11,7 +11,8 @@ become compile-time constants, and axis-aligned boxes skip the rotation altogeth
 """
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -169,21 +170,32 @@ def computed_once(*arrays: jnp.ndarray) -> tuple[jnp.ndarray, ...]:
     Each array is reduced on its own, so that the fused loop runs over the robots (a stack of the arrays would put a
     short axis innermost, and XLA's CPU loops would not vectorise), and with a select (:func:`_select_reduce`).
     """
-    return tuple(_select_reduce(jnp.stack([a, jnp.full_like(a, -jnp.inf)]), -np.inf, jnp.greater_equal, 0)
+    return tuple(_select_reduce(jnp.stack([a, jnp.full_like(a, -jnp.inf)]), -np.inf, _keep_greater, 0)
                  for a in arrays)
 
 
 def fused_min(values: jnp.ndarray, axis: int) -> jnp.ndarray:
     """``jnp.min`` over ``axis``, fused with whatever computes ``values`` (:func:`_select_reduce`)."""
-    return _select_reduce(values, np.inf, jnp.less_equal, axis)
+    return _select_reduce(values, np.inf, _keep_less, axis)
 
 
-def _select_reduce(values: jnp.ndarray, initial: float, keeps_first: Any, axis: int) -> jnp.ndarray:
-    """A reduction of ``values`` over ``axis`` by ``where(keeps_first(a, b), a, b)``.
+def _keep_greater(a: jnp.ndarray, b: jnp.ndarray) -> jnp.ndarray:
+    return jnp.where(a >= b, a, b)
+
+
+def _keep_less(a: jnp.ndarray, b: jnp.ndarray) -> jnp.ndarray:
+    return jnp.where(a <= b, a, b)
+
+
+def _select_reduce(values: jnp.ndarray, initial: float, reducer: Callable, axis: int) -> jnp.ndarray:
+    """A reduction of ``values`` over ``axis`` by ``reducer`` (:func:`_keep_greater` or :func:`_keep_less`).
 
     XLA's CPU backend hands a plain ``min`` or ``max`` reduction to the YNNPACK library: a separate kernel that reads
     its input from memory, so the input is first written out by a loop of its own. A select reducer stays with XLA,
     which fuses it with the loop that computes ``values``. Measured at 4096 robots on one core: env-only steps
     4.69 M → 4.99 M/s for the walls' ``min``, after 4.27 M → 4.69 M for :func:`computed_once`.
+
+    The reducer is a module-level function, not a lambda: JAX caches a reducer's trace by the function, so a step
+    run eagerly (un-jitted) reuses its compiled reductions instead of compiling each one again on every call.
     """
-    return jax.lax.reduce(values, np.float32(initial), lambda a, b: jnp.where(keeps_first(a, b), a, b), (axis,))
+    return jax.lax.reduce(values, np.float32(initial), reducer, (axis,))

@@ -66,3 +66,26 @@ def test_trajectory_csv_has_time_x_z_reward_per_decision(shared_data, tmp_path):
         assert float(steps[-1]["reward"]) > 99.0 and all(float(r["reward"]) < 0 for r in steps[:-1])
         first = steps[0]
         assert abs(float(first["x"]) - 0.93) < 0.25 and abs(float(first["z"]) + 2.61) < 0.25
+
+
+@pytest.mark.parametrize("scene", ["MobileRobot", "MobileRobotTest2021"])
+def test_an_eager_step_compiles_nothing_the_second_time(scene):
+    """Stepping without jit (a notebook, a test) reuses what the first step compiled: the env's reductions have
+    module-level reducers, which JAX caches by function (a lambda would be compiled again on every call, ~1 s)."""
+    env = envs.make(scene)
+    params = env.default_params
+    _, state = env.reset(jax.random.PRNGKey(0))
+    action = jnp.array([1.0, 0.5])
+    _, state, *_ = env.step_env(None, state, action, params)
+    compiles = []
+
+    def count(event: str, seconds: float, **_) -> None:
+        if event == "/jax/core/compile/backend_compile_duration":
+            compiles.append(seconds)
+
+    jax.monitoring.register_event_duration_secs_listener(count)
+    try:
+        env.step_env(None, state, action, params)
+    finally:
+        jax.monitoring.unregister_event_duration_listener(count)
+    assert compiles == []
