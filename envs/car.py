@@ -57,16 +57,18 @@ def body_is_free_facing(pos: Vec, forward: Vec, solids: Sequence[Box]) -> jnp.nd
 
 
 def motion(yaw: jnp.ndarray, action: jnp.ndarray, action_mode: str, forward_step: jnp.ndarray, turn_step: jnp.ndarray,
-           wheel_speed: jnp.ndarray, wheel_base: jnp.ndarray) -> tuple[Vec, jnp.ndarray]:
+           wheel_speed: jnp.ndarray, wheel_base: jnp.ndarray, heading: Vec | None = None) -> tuple[Vec, jnp.ndarray]:
     """Displacement and yaw change (deg) for one decision with an action clipped to [-1, 1].
 
     ``unity``: Unity's ``Translate(0, 0, a0·step)`` then ``Rotate(0, a1·turn, 0)`` (a1 > 0 turns right).
     ``wheels``: a differential-drive base with left/right wheel speeds, v = (l + r)/2, ω = (r − l)/b,
-    integrated exactly over the step (the unicycle arc); r > l turns left.
+    integrated exactly over the step (the unicycle arc); r > l turns left. ``heading``: the unit vector ``yaw``
+    faces, where the caller has it stored (:func:`stored_heading`).
     """
     a = jnp.clip(action, -1.0, 1.0)
     if action_mode == "unity":
-        distance, direction, dyaw = forward_step * a[0], geometry.heading(yaw), turn_step * a[1]
+        direction = geometry.heading(yaw) if heading is None else heading
+        distance, dyaw = forward_step * a[0], turn_step * a[1]
     elif action_mode == "wheels":
         left, right = a[0] * wheel_speed, a[1] * wheel_speed
         v = 0.5 * (left + right)
@@ -79,8 +81,14 @@ def motion(yaw: jnp.ndarray, action: jnp.ndarray, action_mode: str, forward_step
     return Vec(distance * direction.x, distance * direction.z), dyaw
 
 
-def move(pos: Vec, yaw: jnp.ndarray, delta: Vec, dyaw: jnp.ndarray,
-         solids: Sequence[Box]) -> tuple[Vec, jnp.ndarray, Vec]:
+def stored_heading(yaw: jnp.ndarray) -> Vec:
+    """The unit vector a yaw faces, computed once and stored (``geometry.computed_once``): a scene's step hands it to
+    :func:`motion` and :func:`move`, so that no fused loop of theirs computes a sine and cosine of its own."""
+    return Vec(*geometry.computed_once(*geometry.heading(yaw)))
+
+
+def move(pos: Vec, yaw: jnp.ndarray, delta: Vec, dyaw: jnp.ndarray, solids: Sequence[Box],
+         heading: Vec | None = None) -> tuple[Vec, jnp.ndarray, Vec]:
     """Apply a move with solid obstacles: translate (sliding along a wall if blocked), then rotate. Returns the new
     pivot, yaw and heading (the unit vector it faces).
 
@@ -92,9 +100,9 @@ def move(pos: Vec, yaw: jnp.ndarray, delta: Vec, dyaw: jnp.ndarray,
     The heading is returned, computed once with the rest, so that the sensors need no sine and cosine of their own:
     XLA would otherwise recompute them in every fused loop over the 18 rays. For the same reason the heading before
     the turn and every body-against-solids test are stored once (:func:`computed_once_mask`) rather than repeated in
-    each coordinate that selects on them.
+    each coordinate that selects on them. ``heading``: :func:`stored_heading` of ``yaw``, where the caller has it.
     """
-    before = Vec(*geometry.computed_once(*geometry.heading(yaw)))
+    before = stored_heading(yaw) if heading is None else heading
     full = Vec(pos.x + delta.x, pos.z + delta.z)
     along_x, along_z = Vec(pos.x + delta.x, pos.z), Vec(pos.x, pos.z + delta.z)
     use_full, use_x, use_z = computed_once_mask(*(body_is_free_facing(p, before, solids)

@@ -174,9 +174,10 @@ class MobileRobot(Environment[MobileRobotState, MobileRobotParams]):
         chex.assert_shape(action, (self.action_size,))
         action = randomization.noisy_action(key, action, params)
         forward_step, turn_step, wheel_speed = randomization.actuation(params)
+        heading = car.stored_heading(state.yaw)
         delta, dyaw = car.motion(state.yaw, action, params.action_mode, forward_step, turn_step, wheel_speed,
-                                 params.wheel_base)
-        pos, yaw, forward = car.move(car.as_vec(state.pos), state.yaw, delta, dyaw, wall_boxes(params.walls))
+                                 params.wheel_base, heading)
+        pos, yaw, forward = car.move(car.as_vec(state.pos), state.yaw, delta, dyaw, wall_boxes(params.walls), heading)
         state = state.replace(pos=jnp.stack(pos), yaw=yaw, t=state.t + 1)
         distances, hit_goal = self._rays(state, params, forward)
         reward, terminated = self._reward(distances, hit_goal, params)

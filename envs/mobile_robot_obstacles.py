@@ -142,9 +142,10 @@ class MobileRobotObstacles(Environment[MobileRobotObstaclesState, MobileRobotObs
         arena = state.slot % len(params.arenas)
         action = randomization.noisy_action(key, action, params)
         forward_step, turn_step, wheel_speed = randomization.actuation(params)
+        heading = car.stored_heading(state.yaw)
         delta, dyaw = car.motion(state.yaw, action, params.action_mode, forward_step, turn_step, wheel_speed,
-                                 params.wheel_base)
-        pos, yaw, forward = car.move(car.as_vec(state.pos), state.yaw, delta, dyaw, self._scene(arena, params))
+                                 params.wheel_base, heading)
+        pos, yaw, forward = car.move(car.as_vec(state.pos), state.yaw, delta, dyaw, self._scene(arena, params), heading)
         moved = state.replace(pos=jnp.stack(pos), yaw=yaw, t=state.t + 1)
         obs, stage, distances, hit_goal = self._observe(moved, params, key, forward)
         front = np.isin(np.arange(car.NUM_RAYS), params.front_rays)
