@@ -21,7 +21,7 @@ import jax.numpy as jnp
 
 from benchmarks.machine import machine_info
 from rlrobot.config import load_run_settings
-from rlrobot.network_split import provide_host_devices
+from rlrobot.host_devices import provide_host_devices
 from rlrobot.train import TrainState
 from rlrobot.trainer import JaxTrainer, build_jax_trainer
 

@@ -11,7 +11,7 @@ import logging
 import signal
 import sys
 
-from rlrobot.config import ConfigError, is_builtin_scene, load_run_settings
+from rlrobot.config import CheckpointSettings, ConfigError, RunSettings, is_builtin_scene, load_run_settings
 from rlrobot.summaries import setup_logging
 
 logger = logging.getLogger("rlrobot")
@@ -96,6 +96,15 @@ def _scale_options(scale: dict) -> dict:
     return {"devices": scale.get("devices"), "seeds": seeds, "sweep": sweep}
 
 
+def launch_description(settings: RunSettings, options: dict) -> tuple:
+    """What decides a JAX run's compiled programs, less what changes between launches of one config: its run
+    folder, how it starts (``--force``, ``--resume``, ``--initialize-from``), its seed and ``--debug``."""
+    kept = CheckpointSettings(inference=settings.checkpoint_settings.inference)
+    same = dataclasses.replace(settings, checkpoint_settings=kept, debug=False,
+                               env_settings=dataclasses.replace(settings.env_settings, seed=-1))
+    return "rlrobot-learn", repr(same), repr(options)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = vars(build_parser().parse_args(argv))
@@ -119,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
                      f"use --num-envs to run several Unity players.")
         return 2
     from rlrobot.distributed import DistributedSettings, initialize
-    from rlrobot.network_split import provide_host_devices
+    from rlrobot.host_devices import provide_host_devices  # jax loads only once the arguments are good
 
     if scale.get("num_processes") is None:
         provide_host_devices()  # a CPU's cores as two devices, for the actor and the critic to learn side by side
@@ -129,14 +138,18 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as error:
         logger.error(str(error))
         return 2
+    from rlrobot import program_cache
     from rlrobot.compile_cache import cache_directory, enable_compile_cache
-    from rlrobot.run import RunError
-    from rlrobot.runner import run_training  # jax loads only once the arguments are good
 
     enable_compile_cache(cache_directory() if compile_cache else None)
+    unity = settings.env_settings.env_path is not None and not is_builtin_scene(settings.env_settings.env_path)
+    if not unity and scale.get("num_processes") is None:
+        program_cache.prefetch_launch(launch_description(settings, options))  # loads while the trainer loads
+    from rlrobot.run import RunError
+    from rlrobot.runner import run_training
 
     try:
-        if settings.env_settings.env_path is not None and not is_builtin_scene(settings.env_settings.env_path):
+        if unity:
             from rlrobot.unity_runner import run_unity_training  # mlagents-envs loads only for a Unity build
             return run_unity_training(settings, ["rlrobot-learn", *argv], listen_address=listen_address)
         return run_training(settings, ["rlrobot-learn", *argv], **options)

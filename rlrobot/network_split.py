@@ -9,7 +9,6 @@ gradients, the same Adam steps.
 """
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any
@@ -22,7 +21,7 @@ from jax.sharding import Mesh, PartitionSpec
 from rlrobot import ppo
 
 AXIS = "networks"
-ROLES = ("actor", "critic")   # device i of the mesh learns ROLES[i]
+ROLES = ("actor", "critic")   # device i of the mesh learns ROLES[i]; host_devices.LEARNERS of them
 
 POLICY_METRICS = ("policy_loss", "entropy", "approx_kl", "clip_fraction")
 
@@ -44,32 +43,6 @@ def critic_only(*args: Any, **kwargs: Any) -> tuple[jnp.ndarray, dict]:
 
 
 LOSSES = (actor_only, critic_only)   # by role
-_provided = False                    # set by provide_host_devices
-
-
-def provide_host_devices(environ: dict[str, str] | None = None) -> None:
-    """Give JAX's CPU backend one device per learner when this process may run on two cores or more; call before
-    JAX starts (a started backend keeps its devices). An accelerator's devices are not touched, nor a count the user
-    chose (``--xla_force_host_platform_device_count`` in ``XLA_FLAGS``, ``JAX_NUM_CPU_DEVICES``)."""
-    environ = os.environ if environ is None else environ
-    chosen = "xla_force_host_platform_device_count" in environ.get("XLA_FLAGS", "") or "JAX_NUM_CPU_DEVICES" in environ
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    if chosen or cores < len(ROLES):
-        return
-    global _provided
-    try:
-        jax.config.update("jax_num_cpu_devices", len(ROLES))
-        _provided = True
-    except RuntimeError:  # the backend has started (a second run in one process): it keeps its devices
-        pass
-
-
-def provided_host_devices() -> bool:
-    """Whether this process's CPU devices are ``provide_host_devices``'s: then they are the learners', and a run
-    that does not split its networks keeps its robots on one device (the robots' split all-reduces every minibatch,
-    which costs more than it saves on a CPU)."""
-    return _provided
-
 
 # Widest hidden layers split: XLA's CPU backend spreads a wider network's matmuls over the cores itself, and the split
 # then only duplicates the acting. Fast config, 2-core CPU, split / one device: 64 units 1.24×, 128 1.04×, 256
@@ -79,7 +52,7 @@ MAX_HIDDEN_UNITS = 128
 
 def choose_learners(requested_devices: int | None, runs: int, shared_critic: bool,
                     hidden_units: int) -> Mesh | None:
-    """The learners' mesh for a run on a CPU with two devices or more (``provide_host_devices``), or None.
+    """The learners' mesh for a run on a CPU with two devices or more (``host_devices.provide_host_devices``), or None.
 
     Only for what the split computes exactly: one run (not vmapped seeds or sweeps) in one process, its robots on
     one device (``--devices`` left out: ``--devices 1`` turns the split off), with a critic of its own (with

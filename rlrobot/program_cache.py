@@ -6,7 +6,8 @@ second for the training step on a 2-core CPU, more than the cache load itself). 
 the program is built from: the caller's description of it (settings, shapes, flags, constants), the source of the
 packages that define it (``rlrobot`` and ``envs``), the versions of JAX and the libraries the program is written
 with, and the devices. A hit deserialises the executable (``jax.experimental.serialize_executable``) onto the
-devices it was compiled for, without tracing anything.
+devices it was compiled for, without tracing anything (with flat inputs and outputs: the caller's pytrees are
+saved apart, so that loading imports nothing; see :class:`LoadedProgram`).
 
 It lives beside JAX's cache (``<RLROBOT_CACHE_DIR>/programs/``) and is on exactly when that one is
 (:func:`enable` is called by ``compile_cache.enable_compile_cache``). Anything that goes wrong while loading or
@@ -17,6 +18,11 @@ fails when run). So on the CPU, when JAX's cache has a program this cache lacks 
 program), it is compiled once more under a key of its own (:data:`KEY_OPTION`) and saved: that launch pays a
 compile, and the following ones neither trace nor lower, instead of every launch tracing and lowering until the
 sources change again.
+
+A launch also notes which programs it asked for (:func:`prefetch_launch`): the next launch of the same config
+starts loading them on a worker thread as soon as JAX has loaded, while the trainer's own modules still load and
+the run folder opens. Each program is still looked up by its full key; a noted program that is not asked for again
+is only a wasted load.
 """
 from __future__ import annotations
 
@@ -26,13 +32,14 @@ import os
 import pickle
 import threading
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from importlib import metadata as package_metadata
 from pathlib import Path
 from typing import Any
 
 logger = logging.getLogger("rlrobot")
 
-FORMAT = 2                # 2: the devices a program runs on are saved with it
+FORMAT = 3                # 2: the devices a program runs on are saved with it; 3: its pytrees are saved apart
 KEEP = 24                 # programs kept; older files are removed when a new one is saved
 # An XLA option only the GPU compiler reads (how many autotuning candidates to keep) and that JAX's cache key
 # includes: on the CPU, set to a value of the program file's own, it changes the key and nothing in the program.
@@ -45,6 +52,10 @@ _source_digest: str | None = None
 _hits_lock = threading.Lock()
 _persistent_hits: dict[int, int] = {}   # thread id -> JAX persistent-cache hits seen on that thread
 _listening = False
+_launch_lock = threading.Lock()
+_launch: tuple[Path, list[str]] | None = None  # this launch's note and the program files it asked for, in order
+_prefetched: dict[Path, Future] = {}           # program file -> its load on the prefetch thread
+_NOT_PREFETCHED = object()
 
 
 def enable(directory: Path | None) -> None:
@@ -174,9 +185,11 @@ def compile_cached(name: str, description: Any, lower: Callable[[], Any]) -> Any
     except Exception as error:  # a key that cannot be made only costs the compile
         logger.debug(f"Program cache: no key for {name} ({error}).")
         return lower().compile()
-    program = _load(path)
+    _note_launch(path)
+    loaded = _take_prefetched(path)
+    program = _with_trees(path, _load(path) if loaded is _NOT_PREFETCHED else loaded)
     if program is not None:
-        logger.debug(f"Program cache: loaded {path.name}.")
+        logger.debug(f"Program cache: loaded {path.name}{'' if loaded is _NOT_PREFETCHED else ' (prefetched)'}.")
         return program
     _listen()
     hits = _hits_here()
@@ -190,12 +203,100 @@ def compile_cached(name: str, description: Any, lower: Callable[[], Any]) -> Any
     return program
 
 
+def prefetch_launch(description: Any) -> None:
+    """Load, on a worker thread, the programs that the last launch of this ``description`` asked for, and note the
+    ones this launch asks for (:func:`compile_cached` takes a loaded program only where its full key matches).
+
+    ``description``: what decides the programs, less what changes between launches of one config (the run's folder,
+    its seed). Loading releases Python's lock: the caller goes on importing and building meanwhile.
+    """
+    global _launch, _prefetched
+    folder = _directory
+    text = repr((FORMAT, description, source_digest(), _versions()))
+    if folder is None or " at 0x" in text:
+        return
+    note = folder / "launches" / f"{hashlib.sha256(text.encode()).hexdigest()[:40]}.txt"
+    with _launch_lock:
+        _launch, _prefetched = (note, []), {}
+    try:
+        names = note.read_text().split()
+    except (OSError, UnicodeDecodeError):
+        return
+    sizes = {}
+    for name in names:
+        if name.endswith(".jaxprogram") and "/" not in name:
+            try:
+                sizes[folder / name] = (folder / name).stat().st_size
+            except OSError:  # gone since: asked for, it is compiled
+                pass
+    if not sizes:
+        return
+    from jax.experimental import serialize_executable  # noqa: F401  (imported here: the thread only loads)
+
+    # One load at a time, the largest first: it gains the most from starting early, and a program asked for
+    # before the thread reaches it is loaded by whoever asks (``_take_prefetched``).
+    loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rlrobot-prefetch")
+    with _launch_lock:
+        _prefetched = {path: loader.submit(_load, path) for path in sorted(sizes, key=sizes.get, reverse=True)}
+    loader.shutdown(wait=False)  # the thread ends after its loads, and Python waits for it at exit
+
+
+def _note_launch(path: Path) -> None:
+    """Add ``path`` to this launch's note (rewritten whole, so that a launch that asks for other programs replaces
+    the last one's list)."""
+    with _launch_lock:
+        if _launch is None or path.name in _launch[1]:
+            return
+        note, names = _launch
+        names.append(path.name)
+        tmp = note.with_name(f"{note.name}.{os.getpid()}.tmp")
+        try:
+            note.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_text("\n".join(names) + "\n")
+            os.replace(tmp, note)
+            _prune(note.parent, "*.txt")
+        except OSError as error:  # without a note the next launch loads as it needs: no prefetch
+            logger.debug(f"Program cache: launch note {note.name} not written ({error}).")
+            tmp.unlink(missing_ok=True)
+
+
+def _take_prefetched(path: Path) -> Any:
+    """What the prefetch thread's ``_load`` of ``path`` returned, or ``_NOT_PREFETCHED`` if it was not asked to or
+    has not started it (then it will not)."""
+    with _launch_lock:
+        future = _prefetched.pop(path, None)
+    return _NOT_PREFETCHED if future is None or future.cancel() else future.result()
+
+
 def _key_option(path: Path) -> int:
     """A value of :data:`KEY_OPTION` that is this program file's own, so that JAX's cache key differs too."""
     return int(hashlib.sha256(path.name.encode()).hexdigest()[:7], 16) + 1
 
 
-def _load(path: Path) -> Any:
+class LoadedProgram:
+    """A program loaded from its file: the executable, loaded with flat inputs and outputs, called with the
+    caller's pytrees (``in_tree`` of ``(args, kwargs)``, ``out_tree``); anything else is the executable's."""
+
+    def __init__(self, flat: Any, in_tree: Any, out_tree: Any) -> None:
+        self.flat, self.in_tree, self.out_tree = flat, in_tree, out_tree
+
+    def __call__(self, *args: Any) -> Any:
+        import jax
+
+        leaves, tree = jax.tree.flatten((args, {}))
+        if tree != self.in_tree:
+            raise TypeError(f"the program takes {self.in_tree}, not {tree}")
+        return jax.tree.unflatten(self.out_tree, self.flat(*leaves))
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_") or name == "flat":  # not set up (a copy being made): nothing to hand on
+            raise AttributeError(name)
+        return getattr(self.flat, name)
+
+
+def _load(path: Path) -> tuple[Any, bytes] | None:
+    """The executable of ``path`` loaded with flat pytrees, and its own pytrees still pickled: unpickling those
+    imports the modules that define them, so a prefetch thread leaves that to the caller and runs beside it."""
     if not path.is_file():
         return None
     try:
@@ -206,12 +307,23 @@ def _load(path: Path) -> Any:
         if data.get("format") != FORMAT:
             return None
         devices = {device.id: device for device in jax.devices()}
-        program = serialize_executable.deserialize_and_load(
-            data["executable"], data["in_tree"], data["out_tree"],
+        flat = serialize_executable.deserialize_and_load(
+            data["executable"], jax.tree.structure(((0,) * data["in_leaves"], {})),
+            jax.tree.structure((0,) * data["out_leaves"]),
             execution_devices=[devices[device_id] for device_id in data["devices"]])
         os.utime(path)  # recently used: kept when older programs are removed
-        return program
+        return flat, data["trees"]
     except Exception as error:  # a bad file only costs the compile
+        logger.debug(f"Program cache: {path.name} could not be loaded ({type(error).__name__}: {error}).")
+        return None
+
+
+def _with_trees(path: Path, loaded: tuple[Any, bytes] | None) -> LoadedProgram | None:
+    if loaded is None:
+        return None
+    try:
+        return LoadedProgram(loaded[0], *pickle.loads(loaded[1]))
+    except Exception as error:  # a program whose pytrees are gone (a renamed class) only costs the compile
         logger.debug(f"Program cache: {path.name} could not be loaded ({type(error).__name__}: {error}).")
         return None
 
@@ -223,7 +335,8 @@ def _save(path: Path, program: Any) -> None:
 
         executable, in_tree, out_tree = serialize_executable.serialize(program)
         devices = [device.id for device in program.runtime_executable().local_devices()]
-        data = pickle.dumps({"format": FORMAT, "executable": executable, "in_tree": in_tree, "out_tree": out_tree,
+        data = pickle.dumps({"format": FORMAT, "executable": executable, "in_leaves": in_tree.num_leaves,
+                             "out_leaves": out_tree.num_leaves, "trees": pickle.dumps((in_tree, out_tree)),
                              "devices": devices})
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp.write_bytes(data)
@@ -234,7 +347,7 @@ def _save(path: Path, program: Any) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def _prune(folder: Path, keep: int = KEEP) -> None:
-    files = sorted(folder.glob("*.jaxprogram"), key=lambda p: p.stat().st_mtime, reverse=True)
+def _prune(folder: Path, pattern: str = "*.jaxprogram", keep: int = KEEP) -> None:
+    files = sorted(folder.glob(pattern), key=lambda p: p.stat().st_mtime, reverse=True)
     for old in files[keep:]:
         old.unlink(missing_ok=True)

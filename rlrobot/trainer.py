@@ -18,7 +18,7 @@ from jax.sharding import Mesh
 import envs
 from envs import parameters as env_parameters
 from envs.api import Environment
-from rlrobot import __version__, network_split, parallel, ppo, program_cache
+from rlrobot import __version__, host_devices, network_split, parallel, ppo, program_cache
 from rlrobot.config import ConfigError, RunSettings, TrainerSettings, is_builtin_scene
 from rlrobot.limits import ResourceError, check_training_size
 from rlrobot.networks import AgentState, NetworkSpec, env_action, init_agent, policy_distribution, sample_action
@@ -180,7 +180,7 @@ def build_jax_trainer(settings: RunSettings, behavior: str | None = None, *, num
     robots = (num_envs or resolve_num_envs(settings, trainer)) * settings.env_settings.num_areas
     learners = network_split.choose_learners(devices, runs, trainer.hyperparameters.shared_critic,
                                              trainer.network_settings.hidden_units)
-    if learners is None and devices is None and network_split.provided_host_devices():
+    if learners is None and devices is None and host_devices.provided_host_devices():
         devices = 1
     try:
         device_list = jax.devices()[:1] if learners is not None else parallel.choose_devices(devices, robots)

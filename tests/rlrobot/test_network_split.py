@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from scale_helpers import REPO, assert_checkpoints_close, forced_device_env, run_python, tiny_config
 
-from rlrobot import network_split, ppo
+from rlrobot import host_devices, network_split, ppo
 from rlrobot.networks import NetworkSpec, init_agent
 from rlrobot.train import make_optimizer
 
@@ -61,10 +61,10 @@ def test_one_cpu_device_or_a_request_keeps_the_one_device_run():
 
 def test_host_devices_are_provided_only_where_nobody_chose_a_count():
     before = jax.config.jax_num_cpu_devices
-    network_split.provide_host_devices({"XLA_FLAGS": "--xla_force_host_platform_device_count=4"})
-    network_split.provide_host_devices({"JAX_NUM_CPU_DEVICES": "3"})
+    host_devices.provide_host_devices({"XLA_FLAGS": "--xla_force_host_platform_device_count=4"})
+    host_devices.provide_host_devices({"JAX_NUM_CPU_DEVICES": "3"})
     assert jax.config.jax_num_cpu_devices == before
-    network_split.provide_host_devices({})  # this process's backend has started: it keeps its devices
+    host_devices.provide_host_devices({})  # this process's backend has started: it keeps its devices
     assert len(jax.devices("cpu")) == 1
 
 
@@ -139,7 +139,7 @@ def test_a_cli_run_on_two_cpu_devices_splits_and_a_warm_launch_loads_the_same_pr
 
 PROVIDED = """
 import os, sys
-from rlrobot.network_split import provide_host_devices, provided_host_devices
+from rlrobot.host_devices import provide_host_devices, provided_host_devices
 provide_host_devices()
 import jax
 from rlrobot.config import load_run_settings

@@ -5,12 +5,16 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from rlrobot import program_cache
+from rlrobot.cli import _scale_options, launch_description
 from rlrobot.config import load_run_settings
 from rlrobot.train import Metrics, init_train_state, summarize
 from rlrobot.trainer import _seed_key, build_jax_trainer, seed_key
@@ -85,14 +89,15 @@ def test_an_update_without_a_minibatch_writes_no_losses():
     assert scalars["Losses/Value Loss"] == pytest.approx(3.0) and scalars["Policy/Learning Rate"] == pytest.approx(1e-3)
 
 
-def _learn(tmp_path: Path, run_id: str, cache: Path) -> list[dict]:
+def _learn(tmp_path: Path, run_id: str, cache: Path, *flags: str) -> list[dict]:
     config = tmp_path / "run.yaml"
     config.write_text(SHORT_ROLLOUTS)
     proc = subprocess.run([sys.executable, "-m", "rlrobot.cli", str(config), f"--run-id={run_id}", "--results-dir",
-                           str(tmp_path / "results"), "--no-replays"], cwd=REPO, capture_output=True, text=True,
-                          timeout=300, env={**os.environ, "RLROBOT_CACHE_DIR": str(cache)})
+                           str(tmp_path / "results"), "--no-replays", *flags], cwd=REPO, capture_output=True,
+                          text=True, timeout=300, env={**os.environ, "RLROBOT_CACHE_DIR": str(cache)})
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     lines = (tmp_path / "results" / run_id / "MobileRobot" / "metrics.jsonl").read_text().splitlines()
+    (tmp_path / f"{run_id}.log").write_text(proc.stdout)
     return [json.loads(line) for line in lines]
 
 
@@ -102,8 +107,10 @@ def test_a_second_run_loads_its_programs_whole_and_trains_the_same(tmp_path):
     programs = sorted(p.name.split("-")[0] for p in (cache / "programs").glob("*.jaxprogram"))
     assert programs == ["init_state", "train"]
     jax_entries = sorted(p.name for p in (cache / "jax").iterdir())
-    second = _learn(tmp_path, "second", cache)
+    second = _learn(tmp_path, "second", cache, "--debug", "--seed", "3")  # another run of the config: same programs
     assert sorted(p.name for p in (cache / "jax").iterdir()) == jax_entries  # nothing new compiled
+    log = (tmp_path / "second.log").read_text()
+    assert "Program cache: loaded train-" in log and "(prefetched)" in log  # loaded while the trainer's modules did
     strip = [{k: v for k, v in line.items() if k not in ("wall_time", "steps_per_second")} for line in first]
     assert [{k: v for k, v in line.items() if k not in ("wall_time", "steps_per_second")} for line in second] == strip
     # The first updates found no finished trajectory: their summaries carry no made-up 0.0 losses.
@@ -136,3 +143,94 @@ def test_a_program_only_jaxs_cache_has_is_compiled_once_more_and_kept(tmp_path):
     strip = [{k: v for k, v in line.items() if k not in ("wall_time", "steps_per_second")} for line in first]
     for run in (second, third):
         assert [{k: v for k, v in line.items() if k not in ("wall_time", "steps_per_second")} for line in run] == strip
+
+
+def _probe(state: dict, count: jnp.ndarray, extra: None) -> tuple[dict, jnp.ndarray]:
+    return {"sum": state["x"] * count, "pair": (state["y"] + 1.0, None)}, count + 1
+
+
+PROBE_ARGS = ({"x": jnp.arange(3.0), "y": jnp.zeros(2)}, jnp.int32(2), None)
+
+
+@pytest.fixture
+def programs(tmp_path, monkeypatch) -> Path:
+    """program_cache on in ``tmp_path`` for one test, with no launch of its own yet."""
+    monkeypatch.setattr(program_cache, "_directory", tmp_path)
+    monkeypatch.setattr(program_cache, "_launch", None)
+    monkeypatch.setattr(program_cache, "_prefetched", {})
+    return tmp_path
+
+
+def _never_lowered():
+    raise AssertionError("a saved program was traced again")
+
+
+def test_a_loaded_program_takes_and_gives_the_callers_pytrees(programs):
+    fresh = program_cache.compile_cached("probe", "v1", lambda: jax.jit(_probe).lower(*PROBE_ARGS))
+    loaded = program_cache.compile_cached("probe", "v1", _never_lowered)
+    assert isinstance(loaded, program_cache.LoadedProgram)
+    got, expected = loaded(*PROBE_ARGS), fresh(*PROBE_ARGS)
+    assert jax.tree.structure(got) == jax.tree.structure(expected)
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(expected)):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(TypeError, match="the program takes"):
+        loaded(*PROBE_ARGS[:2])
+
+
+def test_a_launch_loads_what_the_last_launch_of_its_config_asked_for_on_a_worker_thread(programs, monkeypatch):
+    loads = []
+
+    def load(path):
+        loads.append((path.name, threading.current_thread().name))
+        return original(path)
+
+    original = program_cache._load
+    monkeypatch.setattr(program_cache, "_load", load)
+    program_cache.prefetch_launch(("config", 1))  # the first launch: nothing noted, nothing to load
+    program_cache.compile_cached("probe", "v1", lambda: jax.jit(_probe).lower(*PROBE_ARGS))
+    (note,) = (programs / "launches").iterdir()
+    (name,) = note.read_text().split()
+    assert name.startswith("probe-") and (programs / name).is_file()
+
+    loads.clear()
+    program_cache.prefetch_launch(("config", 1))  # the same config again
+    program = program_cache.compile_cached("probe", "v1", _never_lowered)
+    assert loads == [(name, "rlrobot-prefetch_0")]
+    np.testing.assert_array_equal(program(*PROBE_ARGS)[1], 3)
+
+    loads.clear()  # the same config asks for another program: it is looked up by its own key, and noted instead
+    program_cache.prefetch_launch(("config", 1))
+    other = program_cache.compile_cached("probe", "v2", lambda: jax.jit(_probe).lower(*PROBE_ARGS))
+    (other_name,) = note.read_text().split()
+    assert other_name != name and other_name.startswith("probe-") and other is not None
+    assert [load for load in loads if load[0] == name] in ([(name, "rlrobot-prefetch_0")], [])  # wasted, if started
+
+    loads.clear()
+    program_cache.prefetch_launch(("config", 2))  # another config: nothing noted for it
+    assert not program_cache._prefetched and not loads
+
+
+def test_a_launch_is_described_without_its_run_folder_or_seed(tmp_path):
+    config = tmp_path / "run.yaml"
+    config.write_text(SHORT_ROLLOUTS)
+    options = _scale_options({})
+
+    def described(**args):
+        return launch_description(load_run_settings(str(config), args), options)
+
+    assert described(run_id="a", seed=1) == described(run_id="b", seed=2, force=True, results_dir=str(tmp_path),
+                                                      debug=True)
+    assert described() != described(inference=True)
+    assert described() != described(num_envs=32)
+    assert described() != launch_description(load_run_settings(str(config), {}), _scale_options({"seeds": 2}))
+
+
+def test_a_damaged_launch_note_only_loses_the_prefetch(programs):
+    program_cache.prefetch_launch(("config", 1))
+    program_cache.compile_cached("probe", "v1", lambda: jax.jit(_probe).lower(*PROBE_ARGS))
+    (note,) = (programs / "launches").iterdir()
+    for damage in (b"\xff\xfe\x00", b"../outside.jaxprogram\ngone.jaxprogram\n"):
+        note.write_bytes(damage)
+        program_cache.prefetch_launch(("config", 1))
+        assert not program_cache._prefetched
+        np.testing.assert_array_equal(program_cache.compile_cached("probe", "v1", _never_lowered)(*PROBE_ARGS)[1], 3)
