@@ -25,8 +25,8 @@ ROLES = ("actor", "critic")   # device i of the mesh learns ROLES[i]; host_devic
 
 POLICY_METRICS = ("policy_loss", "entropy", "approx_kl", "clip_fraction")
 
-# ``(loss, agent, opt_state, batch, ready, key, schedule) -> (agent, opt_state, metric sums)``: a whole update
-# whose minibatch steps descend ``loss`` (``train.update``'s).
+# ``(loss, agent, opt_state, batch, ready, key, schedule, learner=i) -> (agent, opt_state, metric sums)``: a whole
+# update whose minibatch steps descend ``loss`` and keep the other network as it was (``train.update``'s).
 UpdateWith = Callable[..., tuple[Any, Any, dict]]
 
 
@@ -81,7 +81,8 @@ def split_update(update_with: UpdateWith, mesh: Mesh, agent: Any, opt_state: Any
     come from the device that learnt it, and so does each metric; the update is finite if both halves are."""
     def per_device(agent, opt_state, batch, ready, key, schedule):
         role = jax.lax.axis_index(AXIS)
-        branches = [lambda *args, loss=loss: update_with(loss, *args) for loss in LOSSES]
+        branches = [lambda *args, learner=learner: update_with(LOSSES[learner], *args, learner=learner)
+                    for learner in range(len(ROLES))]
         agent, opt_state, sums = jax.lax.switch(role, branches, agent, opt_state, batch, ready, key, schedule)
         failed = (~sums.pop("loss_is_finite")).astype(jnp.int32)
         sums = {name: _mine(ROLES.index("critic" if name == "value_loss" else "actor"), value, role)
@@ -94,11 +95,24 @@ def split_update(update_with: UpdateWith, mesh: Mesh, agent: Any, opt_state: Any
                          check_vma=False)(agent, opt_state, batch, ready, key, schedule)
 
 
+def learnt_by(learner: int, stepped: Any, before: Any) -> Any:
+    """A minibatch step's parameters and Adam state on ``learner``'s device: ``stepped`` for its own network and the
+    shared leaves (Adam's step count), ``before`` for the other network, whose copy comes from the other device at
+    the end of the update. Chosen while tracing, so XLA computes no Adam step for the other network (its gradient
+    is zero here, but Adam would still move it)."""
+    other = ROLES[1 - learner]
+    return jax.tree_util.tree_map_with_path(lambda path, new, old: old if other in _names(path) else new,
+                                            stepped, before)
+
+
 def owner(path: tuple) -> int:
     """Which learner a leaf of the agent or of the optimiser state belongs to: the critic's parameters and moments to
     the critic's; the rest (the actor's, the normalisers, Adam's step count: equal on both devices) to the actor's."""
-    names = [getattr(entry, "name", getattr(entry, "key", None)) for entry in path]
-    return ROLES.index("critic" if "critic" in names else "actor")
+    return ROLES.index("critic" if "critic" in _names(path) else "actor")
+
+
+def _names(path: tuple) -> list:
+    return [getattr(entry, "name", getattr(entry, "key", None)) for entry in path]
 
 
 def _mine(source: int, leaf: jnp.ndarray, role: jnp.ndarray) -> jnp.ndarray:

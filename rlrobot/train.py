@@ -443,8 +443,9 @@ def update(agent: AgentState, opt_state, batch: ppo.Batch, schedule: ppo.Schedul
 
 
 def _update_with(loss, agent: AgentState, opt_state, batch: ppo.Batch, ready: jnp.ndarray | None, key,
-                 schedule: ppo.Schedule, spec: TrainSpec, mesh: Mesh | None):
-    """``update`` with minibatch steps that descend ``loss`` (``ppo.ppo_loss``'s arguments and metrics)."""
+                 schedule: ppo.Schedule, spec: TrainSpec, mesh: Mesh | None, learner: int | None = None):
+    """``update`` with minibatch steps that descend ``loss`` (``ppo.ppo_loss``'s arguments and metrics); on one of
+    ``network_split``'s learners, steps of ``learner``'s network only (``network_split.learnt_by``)."""
     optimizer = make_optimizer()
     opt_state.hyperparams["learning_rate"] = schedule.learning_rate
     loss_grad = jax.value_and_grad(partial(loss, spec=spec.network), has_aux=True)
@@ -457,7 +458,8 @@ def _update_with(loss, agent: AgentState, opt_state, batch: ppo.Batch, ready: jn
                                            schedule.beta)
         updates, opt_state = optimizer.update(grads, opt_state, params)
         metrics["loss_is_finite"] = jnp.isfinite(loss)
-        return (optax.apply_updates(params, updates), opt_state), metrics
+        stepped = (optax.apply_updates(params, updates), opt_state)
+        return (stepped if learner is None else network_split.learnt_by(learner, stepped, carry)), metrics
 
     if ready is not None:
         return _update_ready(agent, opt_state, batch, ready, minibatch_step, key, spec, mesh)
