@@ -358,8 +358,8 @@ def window_values(agent: AgentState, transitions: Transition, last_obs: jnp.ndar
     wherever the two observations agree, i.e. everywhere but at episode ends that bootstrap (a time limit), so the
     critic runs once per step plus once per such end: the steps that may be one (truncated, not terminated), up to N
     of them, are gathered, compared and evaluated alone; more (rare) fall back to comparing and evaluating every
-    ``next_obs``. Comparing every step's observations costs a pass over the whole window, ≈ 4% of the fast config's
-    iteration.
+    ``next_obs``. (Comparing every step's observations was a pass over the whole window: 1–4% of the fast config's
+    training time.)
 
     With a ``ready`` mask (a ``Window``'s), only the values GAE needs for the ready steps are computed: ``V(obs[t])``
     where step t or t − 1 is ready (the latter bootstraps a trajectory cut at t − 1); the others are 0 and unused.
