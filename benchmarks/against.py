@@ -4,7 +4,8 @@
 
 The baseline is checked out into a temporary git worktree. Every figure is measured in a child process whose working
 folder and ``PYTHONPATH`` are one checkout, the two checkouts alternating round by round (so that a change in the
-machine's load hits both), and each figure is the median over the rounds:
+machine's load hits both), and each figure is the median over the rounds. Each child sets up JAX's CPU backend as
+its checkout's ``rlrobot-learn`` does (``rlrobot.host_devices``, where the checkout has it):
 
 * env only: ``benchmarks.env_throughput`` at 4096 robots, observations carried (agent-steps/s), on one device and
   split over two host devices (the CPU's cores; this checkout's ``split_over_devices`` drives either checkout's env);
@@ -30,8 +31,18 @@ from benchmarks import startup
 REPO = Path(__file__).resolve().parents[1]
 FAST, COURSE = "configs/MobileRobot-fast.yaml", "configs/MobileRobot.yaml"
 
+# Each child first sets up the CPU backend as that checkout's rlrobot-learn does (a checkout from before
+# rlrobot.host_devices: XLA's defaults).
+CPU_SETUP = """
+try:
+    from rlrobot.host_devices import prefer_wide_vectors
+    prefer_wide_vectors()
+except ImportError:
+    pass
+"""
+
 # Run in a child inside one checkout; prints one JSON line. Uses only functions both checkouts have.
-THROUGHPUT = """
+THROUGHPUT = CPU_SETUP + """
 import json, envs
 from benchmarks import env_throughput, train_throughput
 from benchmarks.__main__ import flops_per_agent_step, matmul_rate
@@ -59,7 +70,7 @@ FIGURES = (("env_4096", "env only, 4096 robots (agent-steps/s)", "higher"),
 
 
 # Also run in a child inside one checkout: its env and runner, split over two host devices by this checkout's harness.
-SPLIT_ENV = """
+SPLIT_ENV = CPU_SETUP + """
 import importlib.util, json, jax
 jax.config.update("jax_num_cpu_devices", 2)
 import envs

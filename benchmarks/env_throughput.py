@@ -5,6 +5,9 @@ carrying the observations from step to step as a rollout does (so XLA cannot dro
 blocks on the result, and takes the median of ``repeats`` runs after one warm-up run. Compilation (ahead of
 time, before any run) is timed and reported separately.
 
+The env is compiled as ``rlrobot-learn`` compiles it: with 512-bit vectors on a CPU with AVX-512
+(``rlrobot.host_devices.prefer_wide_vectors``).
+
 ``--devices N`` splits the robots over N devices (``shard_map``), each stepping its share with no communication.
 On a CPU the cores then serve as N host devices (``jax_num_cpu_devices``): XLA's CPU runtime runs the env's many
 small fused loops on one thread each, so one device leaves most of a second core idle.
@@ -26,6 +29,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 import envs
 from benchmarks.machine import compile_and_time, machine_info, throughput_row, throughput_table
 from envs.api import Environment
+from rlrobot.host_devices import prefer_wide_vectors
 
 # ``(key, obs [N, obs_size], policy) -> actions [N, action_size]``; ``policy`` is the runner's second argument.
 Act = Callable[[jax.Array, jax.Array, Any], jax.Array]
@@ -88,6 +92,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="split the robots over this many devices (on a CPU: its cores as host devices)")
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args(argv)
+    prefer_wide_vectors()  # compiled as rlrobot-learn compiles it
     use_devices(args.devices)
     env = envs.make(args.env)
     try:

@@ -21,11 +21,12 @@ import jax.numpy as jnp
 
 from benchmarks.machine import machine_info
 from rlrobot.config import load_run_settings
-from rlrobot.host_devices import provide_host_devices
+from rlrobot.host_devices import prefer_wide_vectors, provide_host_devices
 from rlrobot.train import TrainState
 from rlrobot.trainer import JaxTrainer, build_jax_trainer
 
-provide_host_devices()  # as rlrobot-learn does, before anything starts JAX's backend
+prefer_wide_vectors()  # as rlrobot-learn does, before anything starts JAX's backend
+provide_host_devices()
 
 
 def time_iterations(trainer: JaxTrainer, state: TrainState, iterations: int, repeats: int,
