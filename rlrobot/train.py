@@ -356,10 +356,8 @@ def window_values(agent: AgentState, transitions: Transition, last_obs: jnp.ndar
 
     With ``last_obs`` (the observation after the buffer's last step) ``V(next_obs[t])`` is ``V(obs[t + 1])``
     wherever the two observations agree, i.e. everywhere but at episode ends that bootstrap (a time limit), so the
-    critic runs once per step plus once per such end: the steps that may be one (truncated, not terminated), up to N
-    of them, are gathered, compared and evaluated alone; more (rare) fall back to comparing and evaluating every
-    ``next_obs``. (Comparing every step's observations was a pass over the whole window: 1–4% of the fast config's
-    training time.)
+    critic runs once per step plus once per such end: up to N of them are gathered and evaluated alone, more (rare)
+    fall back to evaluating every ``next_obs``.
 
     With a ``ready`` mask (a ``Window``'s), only the values GAE needs for the ready steps are computed: ``V(obs[t])``
     where step t or t − 1 is ready (the latter bootstraps a trajectory cut at t − 1); the others are 0 and unused.
@@ -373,21 +371,17 @@ def window_values(agent: AgentState, transitions: Transition, last_obs: jnp.ndar
     obs = jnp.concatenate([transitions.obs, last_obs[None].astype(transitions.obs.dtype)])
     values = _critic_where_needed(agent, obs, ready, spec)
     values, following = values[:-1], values[1:]
-    ends = transitions.truncated & ~transitions.terminated
-    flat = ends.reshape(-1)
+    differs = transitions.truncated & ~transitions.terminated & jnp.any(transitions.next_obs != obs[1:], axis=-1)
+    flat = differs.reshape(-1)
     size, limit = flat.shape[0], min(flat.shape[0], transitions.obs.shape[1])
 
     def few():
         index = jnp.nonzero(flat, size=limit, fill_value=size)[0]
-        rows = jnp.minimum(index, size - 1)
-        final_obs = _flatten(transitions.next_obs)[rows]
-        differs = jnp.any(final_obs != _flatten(obs[1:])[rows], axis=-1)
-        final = value_estimate(agent.params, agent.critic_norm, final_obs, net)
-        return following.reshape(-1).at[jnp.where(differs, index, size)].set(final, mode="drop").reshape(
-            following.shape)
+        final = value_estimate(agent.params, agent.critic_norm,
+                               _flatten(transitions.next_obs)[jnp.minimum(index, size - 1)], net)
+        return following.reshape(-1).at[index].set(final, mode="drop").reshape(following.shape)
 
     def many():
-        differs = ends & jnp.any(transitions.next_obs != obs[1:], axis=-1)
         return jnp.where(differs, value_estimate(agent.params, agent.critic_norm, transitions.next_obs, net),
                          following)
 
