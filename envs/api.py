@@ -114,24 +114,26 @@ class Environment(Generic[State, Params]):
         ``prev_state``).
 
         A reset casts all of a robot's rays, and only a few percent of robots finish on a step, so on a CPU only the
-        finished robots are reset, ``reset_chunk`` at a time (``envs.masked``); on an accelerator every robot's reset
-        is computed and selected.
+        finished robots are reset, ``reset_chunk`` at a time (``envs.masked``), or in one pass of
+        ``small_reset_chunk`` when no more have finished (with a policy that rarely ends an episode, most steps); on
+        an accelerator every robot's reset is computed and selected.
         """
         num_envs = done.shape[0]
-        chunk = reset_chunk(num_envs)
 
         def reset(i: chex.Array, finished: State) -> tuple[chex.Array, State]:
             rows = jax.tree.leaves(finished)[0].shape[0]
             keys = jax.random.split(jax.random.fold_in(key, i), rows)
             return jax.vmap(lambda k, s: self.reset_env(k, params, self.slot_of(s), s))(keys, finished)
 
-        return map_masked(reset, done, state, (obs, state), chunk)
+        return map_masked(reset, done, state, (obs, state), reset_chunk(num_envs), small_reset_chunk(num_envs))
 
 
 #: Below this many robots every robot's reset is computed (a loop over chunks would cost more than it saves).
 MIN_ROBOTS_FOR_CHUNKED_RESETS = 64
 #: Finished robots reset per loop pass, as a fraction of the batch: a few percent finish on a typical step.
 RESET_CHUNK_FRACTION = 1 / 16
+#: The single pass tried first, as a fraction of the batch: enough for the steps where hardly any robot finishes.
+SMALL_RESET_CHUNK_FRACTION = 1 / 64
 
 
 def reset_chunk(num_envs: int) -> int:
@@ -140,3 +142,9 @@ def reset_chunk(num_envs: int) -> int:
     if num_envs < MIN_ROBOTS_FOR_CHUNKED_RESETS:
         return num_envs
     return max(1, int(num_envs * RESET_CHUNK_FRACTION))
+
+
+def small_reset_chunk(num_envs: int) -> int:
+    """The rows of the single pass that :meth:`Environment.reset_finished` tries first: when no more robots than
+    this have finished, the resets cost this many robots' rays instead of ``reset_chunk``'s."""
+    return max(1, int(num_envs * SMALL_RESET_CHUNK_FRACTION))

@@ -15,29 +15,33 @@ import jax.numpy as jnp
 
 
 def map_masked(fn: Callable[[jnp.ndarray, Any], Any], mask: jnp.ndarray, operands: Any, otherwise: Any,
-               chunk: int) -> Any:
+               chunk: int, small_chunk: int | None = None) -> Any:
     """``where(mask, fn(operands), otherwise)`` row by row (leading axes), calling ``fn`` on rows where ``mask``.
 
     ``fn(i, rows)`` gets a pass number ``i`` (for per-pass random keys) and a batch of rows of ``operands``, and
     returns rows shaped like ``otherwise``'s. On a CPU with ``chunk`` < the batch, it sees ``chunk`` rows at a time
     (padding rows, whose results are dropped, repeat the last row), for as many passes as the set rows need;
-    otherwise it is called once on the whole batch (``i`` = 0).
+    otherwise it is called once on the whole batch (``i`` = 0). ``small_chunk`` (< ``chunk``): the first pass sees
+    only that many rows, so that a call where few rows are set pays for few; the passes after it, ``chunk``.
     """
     size = mask.shape[0]
     if jax.default_backend() != "cpu" or chunk >= size:
         everything = fn(jnp.int32(0), operands)
         return jax.tree.map(lambda new, old: jnp.where(mask.reshape(mask.shape + (1,) * (old.ndim - 1)), new, old),
                             everything, otherwise)
-    passes = -(-size // chunk)
-    rows = jnp.nonzero(mask, size=passes * chunk, fill_value=size)[0]   # the set rows first, padded with ``size``
+    first = chunk if small_chunk is None else min(small_chunk, chunk)
+    passes = -(-max(size - first, 0) // chunk)
+    rows = jnp.nonzero(mask, size=first + passes * chunk, fill_value=size)[0]  # the set rows first, then ``size``
     count = jnp.sum(mask)
 
-    def one_pass(carry):
-        i, result = carry
-        index = jax.lax.dynamic_slice(rows, (i * chunk,), (chunk,))
+    def one_pass(i: jnp.ndarray, result: Any, start: jnp.ndarray, width: int) -> Any:
+        index = jax.lax.dynamic_slice(rows, (start,), (width,))
         part = jax.tree.map(lambda x: x[jnp.minimum(index, size - 1)], operands)
-        new = fn(i, part)
-        return i + 1, jax.tree.map(lambda r, n: r.at[index].set(n, mode="drop"), result, new)
+        return jax.tree.map(lambda r, n: r.at[index].set(n, mode="drop"), result, fn(i, part))
 
-    _, result = jax.lax.while_loop(lambda carry: carry[0] * chunk < count, one_pass, (jnp.int32(0), otherwise))
+    result = one_pass(jnp.int32(0), otherwise, jnp.int32(0), first)
+    _, result = jax.lax.while_loop(
+        lambda carry: first + carry[0] * chunk < count,
+        lambda carry: (carry[0] + 1, one_pass(carry[0] + 1, carry[1], first + carry[0] * chunk, chunk)),
+        (jnp.int32(0), result))
     return result
