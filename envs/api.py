@@ -114,9 +114,9 @@ class Environment(Generic[State, Params]):
         ``prev_state``).
 
         A reset casts all of a robot's rays, and only a few percent of robots finish on a step, so on a CPU only the
-        finished robots are reset, ``reset_chunk`` at a time (``envs.masked``), or in one pass of
-        ``small_reset_chunk`` when no more have finished (with a policy that rarely ends an episode, most steps); on
-        an accelerator every robot's reset is computed and selected.
+        finished robots are reset: ``small_reset_chunk`` of them first (with a policy that rarely ends an episode,
+        that is all there are on most steps), then ``reset_chunk`` at a time (``envs.masked``). On an accelerator
+        every robot's reset is computed and selected.
         """
         num_envs = done.shape[0]
 
@@ -132,7 +132,7 @@ class Environment(Generic[State, Params]):
 MIN_ROBOTS_FOR_CHUNKED_RESETS = 64
 #: Finished robots reset per loop pass, as a fraction of the batch: a few percent finish on a typical step.
 RESET_CHUNK_FRACTION = 1 / 16
-#: The single pass tried first, as a fraction of the batch: enough for the steps where hardly any robot finishes.
+#: The first pass, as a fraction of the batch: enough for the steps where hardly any robot finishes.
 SMALL_RESET_CHUNK_FRACTION = 1 / 64
 
 
@@ -145,6 +145,6 @@ def reset_chunk(num_envs: int) -> int:
 
 
 def small_reset_chunk(num_envs: int) -> int:
-    """The rows of the single pass that :meth:`Environment.reset_finished` tries first: when no more robots than
-    this have finished, the resets cost this many robots' rays instead of ``reset_chunk``'s."""
+    """How many finished robots the first pass of :meth:`Environment.reset_finished` resets: when no more have
+    finished, the resets cost this many robots' rays instead of ``reset_chunk``'s."""
     return max(1, int(num_envs * SMALL_RESET_CHUNK_FRACTION))
