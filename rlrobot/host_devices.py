@@ -48,9 +48,10 @@ def prefer_wide_vectors(environ: MutableMapping[str, str] | None = None, cpu_inf
     half of each vector register); a width the user chose in ``XLA_FLAGS`` is kept. Call before JAX's backend starts.
     Returns whether the flag was added.
 
-    The env's steps are loops over the robots, so they gain most: on a 2-core Xeon with AVX-512, in-process A/Bs
-    (``benchmarks/RESULTS.md``) measured env-only steps 1.07-1.08x and training 1.01-1.02x. A CPU whose clock drops
-    under 512-bit work could gain less; ``XLA_FLAGS=--xla_cpu_prefer_vector_width=256`` restores XLA's default.
+    The env's steps are loops over the robots, so they gain most: on a 2-core Xeon with AVX-512, alternated in
+    separate processes (``benchmarks/RESULTS.md``), env-only steps ran 1.06x, training within its run-to-run spread,
+    and a large matmul 1-3% slower (the clock drops under 512-bit work; a CPU where it drops more could lose).
+    ``XLA_FLAGS=--xla_cpu_prefer_vector_width=256`` restores XLA's default.
     """
     environ = os.environ if environ is None else environ
     flags = environ.get("XLA_FLAGS", "")
