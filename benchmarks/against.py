@@ -1,6 +1,6 @@
 """This checkout against another revision, side by side in one run: the figures users wait on, as ratios.
 
-    python -m benchmarks.against --baseline bb5213e [--rounds 2] [--json out.json]
+    python -m benchmarks.against --baseline bb5213e [--rounds 2] [--only env training launches] [--json out.json]
 
 The baseline is checked out into a temporary git worktree. Every figure is measured in a child process whose working
 folder and ``PYTHONPATH`` are one checkout, the two checkouts alternating round by round (so that a change in the
@@ -15,6 +15,11 @@ its checkout's ``rlrobot-learn`` does (``rlrobot.host_devices``, where the check
 * launches (``benchmarks.startup``, this checkout's harness driving either one): a cold launch with an empty
   compile cache, then a warm one, each to its first summary, to solved (mean reward ≥ 7.8 and ≥ 99% success from
   then on) and to its exit.
+
+``--only`` measures some of these groups (``env``, ``training``, ``launches``), so that a change to one part can be
+alternated over more rounds in the same time. Judge a change this way, in separate processes: A/Bs that compiled two
+variants in one process and alternated their timings misled on this CPU (``benchmarks/RESULTS.md``, "Measured in
+separate processes").
 """
 from __future__ import annotations
 
@@ -41,18 +46,25 @@ except ImportError:
     pass
 """
 
-# Run in a child inside one checkout; prints one JSON line. Uses only functions both checkouts have.
-THROUGHPUT = CPU_SETUP + """
+# Run in a child inside one checkout; each prints one JSON line. They use only functions both checkouts have.
+# Importing train_throughput sets up the host devices as rlrobot-learn does, for the env's figure too.
+ENV = CPU_SETUP + """
 import json, envs
 from benchmarks import env_throughput, train_throughput
-from benchmarks.__main__ import flops_per_agent_step, matmul_rate
 env = envs.make("MobileRobot")
 env_row = env_throughput.measure(env, env.default_params, 4096, 4_000_000, 5)
+print(json.dumps({{"env_4096": env_row["agent_steps_per_second"]}}))
+"""
+
+TRAINING = CPU_SETUP + """
+import json
+from benchmarks import train_throughput
+from benchmarks.__main__ import flops_per_agent_step, matmul_rate
 fast = train_throughput.measure({fast!r}, 512, 10, 3)
 course = train_throughput.measure({course!r}, None, 2, 1)
 rate = matmul_rate(200)["flops_per_second"]
 ceiling = rate / flops_per_agent_step({fast!r})["flops_per_agent_step"]
-print(json.dumps({{"env_4096": env_row["agent_steps_per_second"], "fast_train": fast["agent_steps_per_second"],
+print(json.dumps({{"fast_train": fast["agent_steps_per_second"],
                   "fast_fraction": fast["agent_steps_per_second"] / ceiling, "matmul_flops": rate,
                   "course_train": course["agent_steps_per_second"]}}))
 """
@@ -87,14 +99,20 @@ print(json.dumps({{"env_4096_two_devices": 4096 * steps / compile_and_time(runne
 """
 
 
-def throughput(repo: Path) -> dict:
-    figures = {}
-    for code in (THROUGHPUT.format(fast=FAST, course=COURSE),
-                 SPLIT_ENV.format(harness=str(REPO / "benchmarks" / "env_throughput.py"))):
-        out = subprocess.run([sys.executable, "-c", code], cwd=repo, env=startup.child_env(repo), check=True,
-                             capture_output=True, text=True).stdout
-        figures.update(json.loads(out.strip().splitlines()[-1]))
-    return figures
+def child_figures(repo: Path, code: str) -> dict:
+    """The figures that ``code`` prints as its last line, run in a child inside the checkout ``repo``."""
+    out = subprocess.run([sys.executable, "-c", code], cwd=repo, env=startup.child_env(repo), check=True,
+                         capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def env_figures(repo: Path) -> dict:
+    return {**child_figures(repo, ENV.format()),
+            **child_figures(repo, SPLIT_ENV.format(harness=str(REPO / "benchmarks" / "env_throughput.py")))}
+
+
+def training_figures(repo: Path) -> dict:
+    return child_figures(repo, TRAINING.format(fast=FAST, course=COURSE))
 
 
 def launches(repo: Path) -> dict:
@@ -107,14 +125,20 @@ def launches(repo: Path) -> dict:
             "warm_solved": warm.solved, "warm_exit": warm.exit}
 
 
-def measure(checkouts: dict[str, Path], rounds: int) -> dict[str, dict[str, list]]:
+GROUPS = {"env": env_figures, "training": training_figures, "launches": launches}
+
+
+def measure(checkouts: dict[str, Path], rounds: int, groups: tuple[str, ...] = tuple(GROUPS)) -> dict[str, dict]:
+    """Every figure of ``groups`` for each checkout, once per round, the checkouts' order reversed every other round:
+    ``{checkout: {figure: [value per round]}}``."""
     figures: dict[str, dict[str, list]] = {name: {} for name in checkouts}
     for round_index in range(rounds):
         order = list(checkouts.items())
         for name, repo in order if round_index % 2 == 0 else order[::-1]:
             print(f"round {round_index + 1}: {name} (load {startup.load_average():.1f})", flush=True)
-            for key, value in {**throughput(repo), **launches(repo)}.items():
-                figures[name].setdefault(key, []).append(value)
+            for group in groups:
+                for key, value in GROUPS[group](repo).items():
+                    figures[name].setdefault(key, []).append(value)
     return figures
 
 
@@ -126,6 +150,8 @@ def median(values: list) -> float | None:
 def table(figures: dict[str, dict[str, list]], baseline: str, current: str) -> str:
     lines = [f"| figure | {baseline} | {current} | ratio (better > 1) |", "|---|---:|---:|---:|"]
     for key, label, better in FIGURES:
+        if key not in figures[baseline] and key not in figures[current]:
+            continue  # a group not measured
         old, new = median(figures[baseline].get(key, [])), median(figures[current].get(key, []))
         ratio = None if not old or not new else (new / old if better == "higher" else old / new)
         cells = [f"{v:,.3g}" if v is not None and v < 100 else (f"{v:,.0f}" if v is not None else "—")
@@ -138,6 +164,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--baseline", required=True, help="a git revision of this repository")
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--only", nargs="+", choices=tuple(GROUPS), default=list(GROUPS),
+                        help="measure only these groups of figures (default: all)")
     parser.add_argument("--json", help="also write every measurement here")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="rlrobot-baseline-") as tmp:
@@ -145,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
         subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(worktree), args.baseline],
                        check=True, capture_output=True)
         try:
-            figures = measure({args.baseline: worktree, "this checkout": REPO}, args.rounds)
+            figures = measure({args.baseline: worktree, "this checkout": REPO}, args.rounds, tuple(args.only))
         finally:
             subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(worktree)], check=False)
     print(table(figures, args.baseline, "this checkout"))
