@@ -49,8 +49,8 @@ def prefer_wide_vectors(environ: MutableMapping[str, str] | None = None, cpu_inf
     Returns whether the flag was added.
 
     The env's steps are loops over the robots, so they gain most: on a 2-core Xeon with AVX-512, alternated in
-    separate processes (``benchmarks/RESULTS.md``), env-only steps ran 1.06x, training within its run-to-run spread,
-    and a large matmul 1-3% slower (the clock drops under 512-bit work; a CPU where it drops more could lose).
+    separate processes (``benchmarks/RESULTS.md``), env-only steps ran 1.06x and training within its run-to-run
+    spread. A CPU whose clock drops far under 512-bit work could lose;
     ``XLA_FLAGS=--xla_cpu_prefer_vector_width=256`` restores XLA's default.
     """
     environ = os.environ if environ is None else environ
