@@ -21,15 +21,16 @@ def map_masked(fn: Callable[[jnp.ndarray, Any], Any], mask: jnp.ndarray, operand
     ``fn(i, rows)`` gets a pass number ``i`` (for per-pass random keys) and a batch of rows of ``operands``, and
     returns rows shaped like ``otherwise``'s. On a CPU with ``chunk`` < the batch, it sees ``chunk`` rows at a time
     (padding rows, whose results are dropped, repeat the last row), for as many passes as the set rows need;
-    otherwise it is called once on the whole batch (``i`` = 0). ``small_chunk`` (< ``chunk``): the first pass sees
-    only that many rows, so that a call where few rows are set pays for few; the passes after it, ``chunk``.
+    otherwise it is called once on the whole batch (``i`` = 0). ``small_chunk`` (< ``chunk``): a first pass of that
+    many rows is made whatever the count, so that a call where few rows are set pays for few; the passes after it,
+    ``chunk``. Without it, no pass is made when no row is set.
     """
     size = mask.shape[0]
     if jax.default_backend() != "cpu" or chunk >= size:
         everything = fn(jnp.int32(0), operands)
         return jax.tree.map(lambda new, old: jnp.where(mask.reshape(mask.shape + (1,) * (old.ndim - 1)), new, old),
                             everything, otherwise)
-    first = chunk if small_chunk is None else min(small_chunk, chunk)
+    first = 0 if small_chunk is None else min(small_chunk, chunk)   # the rows of the pass made whatever the count
     passes = -(-max(size - first, 0) // chunk)
     rows = jnp.nonzero(mask, size=first + passes * chunk, fill_value=size)[0]  # the set rows first, then ``size``
     count = jnp.sum(mask)
@@ -39,9 +40,10 @@ def map_masked(fn: Callable[[jnp.ndarray, Any], Any], mask: jnp.ndarray, operand
         part = jax.tree.map(lambda x: x[jnp.minimum(index, size - 1)], operands)
         return jax.tree.map(lambda r, n: r.at[index].set(n, mode="drop"), result, fn(i, part))
 
-    result = one_pass(jnp.int32(0), otherwise, jnp.int32(0), first)
+    result = one_pass(jnp.int32(0), otherwise, jnp.int32(0), first) if first else otherwise
+    numbered_from = 1 if first else 0
     _, result = jax.lax.while_loop(
         lambda carry: first + carry[0] * chunk < count,
-        lambda carry: (carry[0] + 1, one_pass(carry[0] + 1, carry[1], first + carry[0] * chunk, chunk)),
+        lambda carry: (carry[0] + 1, one_pass(carry[0] + numbered_from, carry[1], first + carry[0] * chunk, chunk)),
         (jnp.int32(0), result))
     return result

@@ -29,8 +29,9 @@ def test_set_rows_get_fn_the_others_keep_their_value(set_rows, small_chunk):
     mask[np.random.default_rng(set_rows).choice(SIZE, set_rows, replace=False)] = True
     out, widths = squares_and_passes(mask, small_chunk)
     np.testing.assert_array_equal(out, np.where(mask, np.arange(SIZE) ** 2, -1.0))
-    # On a CPU the first pass sees ``small_chunk`` rows and every later one ``CHUNK``; elsewhere one call sees all.
-    assert widths == ([small_chunk or CHUNK, CHUNK] if jax.default_backend() == "cpu" else [SIZE])
+    # On a CPU a first pass sees ``small_chunk`` rows (if given) and the loop's ``CHUNK``; elsewhere one call sees all.
+    on_cpu = [SMALL, CHUNK] if small_chunk else [CHUNK]
+    assert widths == (on_cpu if jax.default_backend() == "cpu" else [SIZE])
 
 
 def test_the_number_of_passes_follows_the_set_rows():
@@ -50,3 +51,19 @@ def test_the_number_of_passes_follows_the_set_rows():
     if jax.default_backend() != "cpu":
         pytest.skip("on an accelerator every row is computed in one call")
     assert [last_pass(n) for n in (0, SMALL, SMALL + 1, SMALL + CHUNK, SMALL + CHUNK + 1)] == [0, 0, 1, 1, 2]
+
+
+def test_without_a_small_chunk_no_row_set_means_no_call():
+    if jax.default_backend() != "cpu":
+        pytest.skip("on an accelerator every row is computed in one call")
+    calls = []
+
+    def fn(i, rows):
+        jax.debug.callback(lambda: calls.append(1))
+        return rows
+
+    run = jax.jit(lambda m: map_masked(fn, m, jnp.zeros(SIZE), jnp.ones(SIZE), CHUNK))
+    np.testing.assert_array_equal(run(jnp.zeros(SIZE, bool)), np.ones(SIZE))
+    assert calls == []
+    run(jnp.arange(SIZE) < 1).block_until_ready()
+    assert calls == [1]
