@@ -40,10 +40,14 @@ FAST, COURSE = "configs/MobileRobot-fast.yaml", "configs/MobileRobot.yaml"
 # rlrobot.host_devices: XLA's defaults).
 CPU_SETUP = """
 try:
-    from rlrobot.host_devices import prefer_wide_vectors
-    prefer_wide_vectors()
+    from rlrobot.host_devices import tune_cpu_compiler as set_up_cpu
 except ImportError:
-    pass
+    try:
+        from rlrobot.host_devices import prefer_wide_vectors as set_up_cpu
+    except ImportError:
+        set_up_cpu = None
+if set_up_cpu is not None:
+    set_up_cpu()
 """
 
 # Run in a child inside one checkout; each prints one JSON line. They use only functions both checkouts have.

@@ -5,8 +5,8 @@ carrying the observations from step to step as a rollout does (so XLA cannot dro
 blocks on the result, and takes the median of ``repeats`` runs after one warm-up run. Compilation (ahead of
 time, before any run) is timed and reported separately.
 
-The env is compiled as ``rlrobot-learn`` compiles it: with 512-bit vectors on a CPU with AVX-512
-(``rlrobot.host_devices.prefer_wide_vectors``).
+The env is compiled as ``rlrobot-learn`` compiles it: with 512-bit vectors on a CPU with AVX-512, LLVM at level 2
+where JAX compiles for the CPU only (``rlrobot.host_devices.tune_cpu_compiler``).
 
 ``--devices N`` splits the robots over N devices (``shard_map``), each stepping its share with no communication.
 On a CPU the cores then serve as N host devices (``jax_num_cpu_devices``): XLA's CPU runtime runs the env's many
@@ -29,7 +29,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 import envs
 from benchmarks.machine import compile_and_time, machine_info, throughput_row, throughput_table
 from envs.api import Environment
-from rlrobot.host_devices import prefer_wide_vectors
+from rlrobot.host_devices import tune_cpu_compiler
 
 # ``(key, obs [N, obs_size], policy) -> actions [N, action_size]``; ``policy`` is the runner's second argument.
 Act = Callable[[jax.Array, jax.Array, Any], jax.Array]
@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="split the robots over this many devices (on a CPU: its cores as host devices)")
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args(argv)
-    prefer_wide_vectors()  # compiled as rlrobot-learn compiles it
+    tune_cpu_compiler()  # compiled as rlrobot-learn compiles it
     use_devices(args.devices)
     env = envs.make(args.env)
     try:

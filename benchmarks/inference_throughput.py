@@ -22,7 +22,7 @@ from benchmarks.env_throughput import Act, make_runner
 from benchmarks.machine import compile_and_time, machine_info, throughput_row, throughput_table
 from envs.api import Environment
 from rlrobot.config import load_run_settings
-from rlrobot.host_devices import prefer_wide_vectors
+from rlrobot.host_devices import tune_cpu_compiler
 from rlrobot.networks import AgentState, NetworkSpec, env_action, init_agent, policy_distribution, sample_action
 from rlrobot.trainer import build_jax_trainer
 
@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args(argv)
-    prefer_wide_vectors()  # compiled as rlrobot-learn compiles it
+    tune_cpu_compiler()  # compiled as rlrobot-learn compiles it
     env = envs.make(args.env)
     spec = network_spec(args.config, env)
     rows = [measure(env, env.default_params, n, args.agent_steps, args.repeats, spec) for n in args.num_envs]

@@ -21,11 +21,11 @@ import jax.numpy as jnp
 
 from benchmarks.machine import machine_info
 from rlrobot.config import load_run_settings
-from rlrobot.host_devices import prefer_wide_vectors, provide_host_devices
+from rlrobot.host_devices import provide_host_devices, tune_cpu_compiler
 from rlrobot.train import TrainState
 from rlrobot.trainer import JaxTrainer, build_jax_trainer
 
-prefer_wide_vectors()  # as rlrobot-learn does, before anything starts JAX's backend
+tune_cpu_compiler()  # as rlrobot-learn does, before anything starts JAX's backend
 provide_host_devices()
 
 

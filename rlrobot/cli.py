@@ -128,9 +128,9 @@ def main(argv: list[str] | None = None) -> int:
                      f"use --num-envs to run several Unity players.")
         return 2
     from rlrobot.distributed import DistributedSettings, initialize
-    from rlrobot.host_devices import prefer_wide_vectors, provide_host_devices  # jax loads once the arguments are good
+    from rlrobot.host_devices import provide_host_devices, tune_cpu_compiler  # jax loads once the arguments are good
 
-    prefer_wide_vectors()  # 512-bit vector loops on a CPU with AVX-512
+    tune_cpu_compiler()  # 512-bit vector loops on a CPU with AVX-512; LLVM at level 2 where only the CPU compiles
     if scale.get("num_processes") is None:
         provide_host_devices()  # a CPU's cores as two devices, for the actor and the critic to learn side by side
     try:

@@ -1,7 +1,8 @@
-"""The CPU backend's setup before JAX starts: the vector width XLA's compiler writes (``host_devices``)."""
+"""The CPU backend's setup before JAX starts: how XLA's compiler writes loops (``host_devices``)."""
 from pathlib import Path
 
-from rlrobot.host_devices import prefer_wide_vectors
+from rlrobot import host_devices
+from rlrobot.host_devices import lighter_llvm, prefer_wide_vectors, tune_cpu_compiler
 
 AVX512 = "processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512bw\n"
 AVX2 = "processor\t: 0\nflags\t\t: fpu sse2 avx2 fma\n"
@@ -30,3 +31,33 @@ def test_a_width_the_user_chose_or_a_cpu_without_avx512_is_left_alone(tmp_path):
     for cpu_info in (_cpu(tmp_path, AVX2), tmp_path / "missing", _cpu(tmp_path, "avx512f without a flags line\n")):
         environ = {}
         assert not prefer_wide_vectors(environ, cpu_info) and environ == {}
+
+
+def test_llvm_level_2_where_jax_compiles_for_the_cpu_only_and_the_user_chose_no_level(monkeypatch):
+    monkeypatch.setattr(host_devices, "ACCELERATOR_MODULES", ("no_such_plugin_module",))
+    environ = {"XLA_FLAGS": "--xla_dump_to=/tmp/dump"}
+    assert lighter_llvm(environ)
+    assert environ["XLA_FLAGS"] == "--xla_dump_to=/tmp/dump --xla_backend_optimization_level=2"
+    assert not lighter_llvm(environ)  # once only
+    for chosen in ({"XLA_FLAGS": "--xla_backend_optimization_level=3"}, {"JAX_PLATFORMS": "cuda,cpu"},
+                   {"JAX_PLATFORMS": "tpu"}):
+        before = dict(chosen)
+        assert not lighter_llvm(chosen) and chosen == before
+    assert lighter_llvm(cpu := {"JAX_PLATFORMS": "cpu"}) and "level=2" in cpu["XLA_FLAGS"]
+
+
+def test_an_installed_accelerator_plugin_keeps_xlas_level(monkeypatch):
+    monkeypatch.setattr(host_devices, "ACCELERATOR_MODULES", ("no_such_plugin_module", "json"))  # json: installed
+    environ = {}
+    assert not lighter_llvm(environ) and environ == {}
+    assert lighter_llvm(environ := {"JAX_PLATFORMS": "cpu"})  # the user asked for the CPU alone
+
+
+def test_tune_cpu_compiler_returns_the_flags_it_added(tmp_path, monkeypatch):
+    monkeypatch.setattr(host_devices, "ACCELERATOR_MODULES", ("no_such_plugin_module",))
+    environ = {"XLA_FLAGS": "--xla_cpu_prefer_vector_width=256"}
+    assert tune_cpu_compiler(environ, _cpu(tmp_path, AVX512)) == ["--xla_backend_optimization_level=2"]
+    assert tune_cpu_compiler(fresh := {}, _cpu(tmp_path, AVX512)) == [
+        "--xla_cpu_prefer_vector_width=512", "--xla_backend_optimization_level=2"]
+    assert fresh["XLA_FLAGS"] == "--xla_cpu_prefer_vector_width=512 --xla_backend_optimization_level=2"
+    assert tune_cpu_compiler(fresh, _cpu(tmp_path, AVX512)) == []
