@@ -29,7 +29,6 @@ from jax.sharding import NamedSharding, PartitionSpec
 import envs
 from benchmarks.machine import compile_and_time, machine_info, throughput_row, throughput_table
 from envs.api import Environment
-from rlrobot.host_devices import tune_cpu_compiler
 
 # ``(key, obs [N, obs_size], policy) -> actions [N, action_size]``; ``policy`` is the runner's second argument.
 Act = Callable[[jax.Array, jax.Array, Any], jax.Array]
@@ -92,6 +91,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="split the robots over this many devices (on a CPU: its cores as host devices)")
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args(argv)
+    from rlrobot.host_devices import tune_cpu_compiler  # here: benchmarks.against loads this file in older checkouts
+
     tune_cpu_compiler()  # compiled as rlrobot-learn compiles it
     use_devices(args.devices)
     env = envs.make(args.env)
