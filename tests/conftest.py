@@ -7,6 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from rlrobot.host_devices import tune_cpu_compiler
+
+# Programs compiled as rlrobot-learn compiles them (the flags must be set before a test starts JAX's backend).
+tune_cpu_compiler()
 # The compilation cache of this test session (and of the processes it starts), not the user's.
 os.environ.setdefault("RLROBOT_CACHE_DIR", tempfile.mkdtemp(prefix="rlrobot-test-cache-"))
 
