@@ -34,15 +34,21 @@ def train(env, settings, iterations, num_envs=64, seed=0):
 
 
 def test_actor_learns_to_copy_the_observation():
-    """Judged over six seeds: in 60 updates PPO's std can collapse before the mean has converged, which leaves one
-    or two seeds of six with a too-shallow slope (as often with a sorted shuffle as with rlrobot's)."""
+    """Six seeds, the learning rate decaying linearly to 0 over the 60 updates (ML-Agents' default schedule). At a
+    constant 3e-3, PPO's std could collapse before the mean had converged and 1-3 seeds of 6 kept a too-shallow slope
+    (12-13 of 16 seeds within 0.1, by XLA flags; linear: 12 of 12 within 0.015)."""
     obs = jnp.linspace(-0.8, 0.8, 9)[:, None]
+    iterations, steps_per_iteration = 60, 1024
+    settings = trainer(max_steps=iterations * steps_per_iteration)
+    settings = dataclasses.replace(settings, hyperparameters=dataclasses.replace(
+        settings.hyperparameters, learning_rate_schedule="linear"))
     errors = []
     for seed in range(6):
-        spec, state, _ = train(TargetProbe(), trainer(), iterations=60, seed=seed)
+        spec, state, _ = train(TargetProbe(), settings, iterations=iterations, seed=seed)
+        assert spec.steps_per_iteration == steps_per_iteration
         mu, _ = policy_distribution(state.agent.params, state.agent.actor_norm, obs, spec.network)
         errors.append(float(np.max(np.abs(np.clip(mu[:, 0], -3, 3) / 3 - obs[:, 0]))))
-    assert np.median(errors) <= 0.05 and sum(error <= 0.1 for error in errors) >= 4, errors
+    assert max(errors) <= 0.05, errors
 
 
 @pytest.mark.parametrize("truncate", [False, True])
