@@ -168,23 +168,25 @@ def _hits_here() -> int:
         return _persistent_hits.get(threading.get_ident(), 0)
 
 
-def compile_cached(name: str, description: Any, lower: Callable[[], Any]) -> Any:
-    """``lower().compile()``, or the same program from an earlier run.
+def compile_cached(name: str, description: Any, lower: Callable[[], Any],
+                   compiler_options: dict[str, Any] | None = None) -> Any:
+    """``lower().compile(compiler_options)``, or the same program from an earlier run.
 
-    ``description`` must name everything the program depends on besides the source, the libraries and the devices
-    (settings, flags, input shapes and shardings, closed-over constants); ``lower`` returns a ``jax.stages.Lowered``.
-    Only single-process programs are kept (the others compile as usual).
+    ``description`` must name everything the program depends on besides the source, the libraries, the devices and
+    ``compiler_options`` (settings, flags, input shapes and shardings, closed-over constants); ``lower`` returns a
+    ``jax.stages.Lowered``. Only single-process programs are kept (the others compile as usual).
     """
     import jax
 
+    options = dict(compiler_options or {})
     folder = _directory
     if folder is None or jax.process_count() > 1:
-        return lower().compile()
+        return lower().compile(compiler_options=options or None)
     try:
-        path = folder / program_key(name, description)
+        path = folder / program_key(name, (description, sorted(options.items())) if options else description)
     except Exception as error:  # a key that cannot be made only costs the compile
         logger.debug(f"Program cache: no key for {name} ({error}).")
-        return lower().compile()
+        return lower().compile(compiler_options=options or None)
     _note_launch(path)
     loaded = _take_prefetched(path)
     program = _with_trees(path, _load(path) if loaded is _NOT_PREFETCHED else loaded)
@@ -194,10 +196,10 @@ def compile_cached(name: str, description: Any, lower: Callable[[], Any]) -> Any
     _listen()
     hits = _hits_here()
     lowered = lower()
-    program = lowered.compile()
+    program = lowered.compile(compiler_options=options or None)
     if _hits_here() != hits and jax.default_backend() == "cpu":  # from JAX's cache: compile it here, once, to save
         hits = _hits_here()
-        program = lowered.compile(compiler_options={KEY_OPTION: _key_option(path)})
+        program = lowered.compile(compiler_options={**options, KEY_OPTION: _key_option(path)})
     if _hits_here() == hits:  # compiled here, not loaded from JAX's cache: it can be saved
         _save(path, program)
     return program

@@ -125,8 +125,8 @@ class JaxTrainer:
         low, high = np.uint32(seed % 2**64 & 0xFFFFFFFF), np.uint32(seed % 2**64 >> 32)
         program = jax.jit(lambda low, high: init_train_state(_seed_key(low, high), self.env, self.env_params,
                                                              self.spec))
-        compiled = program_cache.compile_cached("init_state", self.describe(),
-                                                lambda: program.lower(low, high))
+        compiled = program_cache.compile_cached("init_state", self.describe(), lambda: program.lower(low, high),
+                                                host_devices.light_program_options())
         return compiled(low, high)
 
     def describe(self, *extra: Any) -> tuple:

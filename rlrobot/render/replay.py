@@ -67,15 +67,17 @@ class CheckpointReplays:
 
     def _compile(self, recorder, example, description=None):
         from rlrobot import program_cache
+        from rlrobot.host_devices import light_program_options
         from rlrobot.trainer import seed_key
 
         started = time.thread_time()
         self.key = jax.random.fold_in(seed_key(self.seed), 0x52504C59)  # "RPLY": the same episodes every time
+        options = light_program_options()  # a few episodes per checkpoint: the compile costs more than the runs
         if description is None:
-            program = recorder.lower(example, self.key).compile()
+            program = recorder.lower(example, self.key).compile(compiler_options=options or None)
         else:
             program = program_cache.compile_cached("replay", (description, program_cache.abstract(example)),
-                                                   lambda: recorder.lower(example, self.key))
+                                                   lambda: recorder.lower(example, self.key), options)
         self.compile_cpu_seconds = time.thread_time() - started
         return program
 

@@ -177,6 +177,17 @@ def test_a_loaded_program_takes_and_gives_the_callers_pytrees(programs):
         loaded(*PROBE_ARGS[:2])
 
 
+def test_compiler_options_reach_the_compile_and_key_the_program_apart(programs):
+    level_0 = {"xla_backend_optimization_level": 0}
+    plain = program_cache.compile_cached("probe", "v1", lambda: jax.jit(_probe).lower(*PROBE_ARGS))
+    light = program_cache.compile_cached("probe", "v1", lambda: jax.jit(_probe).lower(*PROBE_ARGS), level_0)
+    assert len(list(programs.glob("probe-*.jaxprogram"))) == 2
+    np.testing.assert_array_equal(light(*PROBE_ARGS)[0]["sum"], plain(*PROBE_ARGS)[0]["sum"])
+    assert isinstance(program_cache.compile_cached("probe", "v1", _never_lowered, level_0), program_cache.LoadedProgram)
+    with pytest.raises(Exception, match="no_such_option"):
+        program_cache.compile_cached("probe", "v1", lambda: jax.jit(_probe).lower(*PROBE_ARGS), {"no_such_option": 1})
+
+
 def test_a_launch_loads_what_the_last_launch_of_its_config_asked_for_on_a_worker_thread(programs, monkeypatch):
     loads = []
 
