@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Callable, Mapping, MutableMapping
 from pathlib import Path
 
 import jax
@@ -67,16 +67,12 @@ def lighter_llvm(environ: MutableMapping[str, str] | None = None) -> bool:
 
     On a 2-core Xeon, alternated in separate processes over 7 rounds (``benchmarks/RESULTS.md``), level 2 compiled
     the fast config's training program 0.5 s sooner and the env's 0.45 s, and ran env-only steps 1.06x and the
-    fast config's training 1.06x. The programs compute the same functions: IEEE arithmetic is kept at every level
+    fast config's training 1.04-1.06x. The programs compute the same functions: IEEE arithmetic is kept at every level
     (a few roundings differ, as between two CPUs). ``XLA_FLAGS=--xla_backend_optimization_level=3`` restores XLA's
     default.
     """
     environ = os.environ if environ is None else environ
-    flags = environ.get("XLA_FLAGS", "")
-    if OPTIMIZATION_LEVEL_FLAG in flags or not _compiles_for_cpu_only(environ):
-        return False
-    environ["XLA_FLAGS"] = f"{flags} --{OPTIMIZATION_LEVEL_FLAG}={CPU_OPTIMIZATION_LEVEL}".strip()
-    return True
+    return _add_flag(environ, OPTIMIZATION_LEVEL_FLAG, CPU_OPTIMIZATION_LEVEL, lambda: _compiles_for_cpu_only(environ))
 
 
 def light_program_options() -> dict[str, int]:
@@ -106,11 +102,16 @@ def prefer_wide_vectors(environ: MutableMapping[str, str] | None = None, cpu_inf
     spread. A CPU whose clock drops far under 512-bit work could lose;
     ``XLA_FLAGS=--xla_cpu_prefer_vector_width=256`` restores XLA's default.
     """
-    environ = os.environ if environ is None else environ
+    return _add_flag(os.environ if environ is None else environ, VECTOR_WIDTH_FLAG, 512, lambda: _has_avx512(cpu_info))
+
+
+def _add_flag(environ: MutableMapping[str, str], name: str, value: int, applies: Callable[[], bool]) -> bool:
+    """Add ``--name=value`` to ``environ``'s ``XLA_FLAGS``, unless the user set ``name`` there or ``applies()`` says
+    the flag does not fit this machine; returns whether it was added."""
     flags = environ.get("XLA_FLAGS", "")
-    if VECTOR_WIDTH_FLAG in flags or not _has_avx512(cpu_info):
+    if name in flags or not applies():
         return False
-    environ["XLA_FLAGS"] = f"{flags} --{VECTOR_WIDTH_FLAG}=512".strip()
+    environ["XLA_FLAGS"] = f"{flags} --{name}={value}".strip()
     return True
 
 
