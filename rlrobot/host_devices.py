@@ -19,7 +19,7 @@ _provided = False   # set by provide_host_devices
 VECTOR_WIDTH_FLAG = "xla_cpu_prefer_vector_width"
 CPU_INFO = Path("/proc/cpuinfo")
 OPTIMIZATION_LEVEL_FLAG = "xla_backend_optimization_level"
-#: LLVM's level for the CPU's programs: 2 compiles faster than XLA's 3 and ran faster here (see ``lighter_llvm``).
+#: LLVM's level for the CPU's programs: 2 compiles faster than XLA's 3 and ran as fast or faster (``lighter_llvm``).
 CPU_OPTIMIZATION_LEVEL = 2
 #: Modules through which JAX finds an accelerator (CUDA, ROCm, TPU): where one is installed, the level is left as is.
 ACCELERATOR_MODULES = ("jax_plugins", "jax_cuda12_plugin", "jax_cuda13_plugin", "jax_rocm60_plugin",
@@ -65,11 +65,11 @@ def lighter_llvm(environ: MutableMapping[str, str] | None = None) -> bool:
     (no accelerator plugin installed, or ``JAX_PLATFORMS=cpu``); a level the user chose is kept. Returns whether the
     flag was added.
 
-    On a 2-core Xeon, alternated in separate processes over 7 rounds (``benchmarks/RESULTS.md``), level 2 compiled
-    the fast config's training program 0.5 s sooner and the env's 0.45 s, and ran env-only steps 1.06x and the
-    fast config's training 1.04-1.06x. The programs compute the same functions: IEEE arithmetic is kept at every level
-    (a few roundings differ, as between two CPUs). ``XLA_FLAGS=--xla_backend_optimization_level=3`` restores XLA's
-    default.
+    On a 2-core Xeon, alternated in separate processes (``benchmarks/RESULTS.md``), level 2 compiled the fast
+    config's training program 0.5 s sooner and the env's 0.45 s; the programs ran as fast or a few percent faster
+    (env-only 1.00-1.06x, training 0.99-1.07x over four runs). The programs compute the same functions: IEEE
+    arithmetic is kept at every level (a few roundings differ, as between two CPUs).
+    ``XLA_FLAGS=--xla_backend_optimization_level=3`` restores XLA's default.
     """
     environ = os.environ if environ is None else environ
     return _add_flag(environ, OPTIMIZATION_LEVEL_FLAG, CPU_OPTIMIZATION_LEVEL, lambda: _compiles_for_cpu_only(environ))
