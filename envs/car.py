@@ -194,6 +194,6 @@ def facing_angle_deg(pos: Vec, forward: Vec, goal: Vec, height_difference: jnp.n
     t = Vec(goal.x - pos.x, goal.z - pos.z)
     cross = t.z * forward.x - t.x * forward.z  # targetDir.z·forward.x − targetDir.x·forward.z
     # The 3-D angle as atan2(|t × f|, t · f): with f level and of unit length, |t × f|² = cross² + height².
-    angle = jnp.rad2deg(jnp.arctan2(jnp.sqrt(cross**2 + height_difference**2), geometry.dot(t, forward)))
+    angle = jnp.rad2deg(geometry.atan2(jnp.sqrt(cross**2 + height_difference**2), geometry.dot(t, forward)))
     cross = cross if goal_first else -cross
     return jnp.where(cross >= 0.0, angle, -angle)

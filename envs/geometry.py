@@ -55,6 +55,39 @@ def heading(yaw_deg: Scalar) -> Vec:
     return Vec(jnp.sin(rad), jnp.cos(rad))
 
 
+def atan2(y: Scalar, x: Scalar) -> jnp.ndarray:
+    """``jnp.arctan2`` in plain arithmetic, which XLA's CPU backend vectorises: its ``atan2`` is a call per element.
+
+    Measured on a 2-core Xeon for 4096 values: 45 µs against 9 µs. The arctangent of the smaller over the larger
+    magnitude (:func:`_atan_unit`) is moved to its octant: within 3.1 float32 ulps of the exact angle, and exact at
+    the axes and at the origin (0). Not ``jnp.arctan``: with 512-bit vectors (``rlrobot.host_devices``) the CPU
+    ``atan`` of JAX 0.10.2 returns wrong values, off by up to 3 rad (``benchmarks/RESULTS.md``).
+    """
+    ax, ay = jnp.abs(x), jnp.abs(y)
+    steep = ay > ax
+    angle = _atan_unit(jnp.where(steep, ax, ay) / jnp.maximum(jnp.maximum(ax, ay), _TINY))
+    angle = jnp.where(steep, np.float32(np.pi / 2) - angle, angle)
+    angle = jnp.where(x < 0, np.float32(np.pi) - angle, angle)
+    return jnp.where(y < 0, -angle, angle)
+
+
+_TAN_PI_8 = np.float32(np.sqrt(2.0) - 1.0)
+#: Cephes' ``atanf`` polynomial: atan(r) ≈ r + r·z·P(z), z = r², for |r| ≤ tan(π/8).
+_ATAN_COEFFICIENTS = tuple(np.float32(c) for c in (8.05374449538e-2, -1.38776856032e-1, 1.99777106478e-1,
+                                                   -3.33329491539e-1))
+
+
+def _atan_unit(t: jnp.ndarray) -> jnp.ndarray:
+    """``arctan(t)`` for ``t`` in [0, 1]: above tan(π/8), π/4 + arctan((t − 1)/(t + 1)), then Cephes' polynomial."""
+    upper = t > _TAN_PI_8
+    r = jnp.where(upper, (t - 1.0) / (t + 1.0), t)
+    z = r * r
+    poly = _ATAN_COEFFICIENTS[0]
+    for c in _ATAN_COEFFICIENTS[1:]:
+        poly = poly * z + c
+    return jnp.where(upper, np.float32(np.pi / 4), 0.0) + (r + r * z * poly)
+
+
 def right_of(forward: Vec) -> Vec:
     """The unit vector 90° clockwise of ``forward`` (the robot's right)."""
     return Vec(forward.z, -forward.x)

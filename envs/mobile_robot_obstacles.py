@@ -194,8 +194,8 @@ class MobileRobotObstacles(Environment[MobileRobotObstaclesState, MobileRobotObs
         pivot_ray = geometry.Ray(pos, Vec(to_goal.x / length, to_goal.z / length))
         to_block = functools.reduce(jnp.minimum, [geometry.ray_box_distance(pivot_ray, block) for block in blocks])
         to_goal_box = geometry.ray_box_distance(pivot_ray, goal)
-        bearing = jnp.rad2deg(jnp.arctan2(geometry.dot(to_goal, geometry.right_of(forward)),
-                                          geometry.dot(to_goal, forward)))
+        bearing = jnp.rad2deg(geometry.atan2(geometry.dot(to_goal, geometry.right_of(forward)),
+                                             geometry.dot(to_goal, forward)))
         blocked = (to_block < to_goal_box) | (jnp.abs(bearing) < params.head_occlusion_angle)
         in_view = jnp.abs(facing) <= params.stage_angle
         return jnp.where(in_view, jnp.where(blocked, 2, 1), 3).astype(jnp.int32)

@@ -1,3 +1,4 @@
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -67,3 +68,18 @@ def test_push_out_takes_the_shortest_way_out():
     rotated = Box(Vec(0.0, 1.6), (0.5, 0.75), geometry.heading(30.0))
     push = geometry.push_out(rotated, wall)
     assert not geometry.boxes_overlap(Box(Vec(push.x, 1.6 + push.z), (0.5, 0.75), geometry.heading(30.0)), wall)
+
+
+def test_atan2_matches_the_exact_angle_in_every_octant_and_on_the_axes():
+    """Compiled as the product compiles (``tests/conftest.py``: 512-bit vectors where the CPU has them), where XLA's
+    own ``atan`` is wrong."""
+    rng = np.random.default_rng(0)
+    y = np.concatenate([rng.normal(size=100_000), rng.uniform(-1e-3, 1e-3, 1000)]).astype(np.float32)
+    x = np.concatenate([rng.normal(size=100_000), rng.uniform(-1e-3, 1e-3, 1000)]).astype(np.float32)
+    exact = np.arctan2(y.astype(np.float64), x.astype(np.float64))
+    angle = np.asarray(jax.jit(geometry.atan2)(y, x))
+    assert np.all(np.abs(angle - exact) <= 3.5 * np.spacing(np.abs(exact).astype(np.float32)))
+    axes_y = np.float32([0, 0, 0, 1, -1, 2.5, -2.5])
+    axes_x = np.float32([0, 1, -1, 0, 0, 0, 0])
+    np.testing.assert_array_equal(np.asarray(jax.jit(geometry.atan2)(axes_y, axes_x)),
+                                  np.arctan2(axes_y, axes_x).astype(np.float32))
