@@ -83,3 +83,15 @@ def test_atan2_matches_the_exact_angle_in_every_octant_and_on_the_axes():
     axes_x = np.float32([0, 1, -1, 0, 0, 0, 0])
     np.testing.assert_array_equal(np.asarray(jax.jit(geometry.atan2)(axes_y, axes_x)),
                                   np.arctan2(axes_y, axes_x).astype(np.float32))
+
+
+def test_heading_is_exact_at_right_angles_and_close_everywhere():
+    yaw = np.linspace(-720.0, 720.0, 200_001).astype(np.float32)
+    forward = jax.jit(geometry.heading)(yaw)
+    radians = np.deg2rad(yaw.astype(np.float64))
+    np.testing.assert_allclose(np.asarray(forward.x), np.sin(radians), rtol=0, atol=1e-7)
+    np.testing.assert_allclose(np.asarray(forward.z), np.cos(radians), rtol=0, atol=1e-7)
+    right = jax.jit(geometry.heading)(np.float32([0, 90, 180, -90, 270, -180, 360]))
+    np.testing.assert_array_equal(np.abs(np.asarray(right.x)), [0, 1, 0, 1, 1, 0, 0])
+    np.testing.assert_array_equal(np.abs(np.asarray(right.z)), [1, 0, 1, 0, 0, 1, 1])
+    np.testing.assert_array_equal(np.sign(np.asarray(right.x)) * np.abs(np.asarray(right.x)), [0, 1, 0, -1, -1, 0, 0])
