@@ -174,3 +174,11 @@ def test_random_spawn_and_heading():
     walls = envs.mobile_robot.wall_boxes(params.walls)
     free = jax.vmap(lambda p, y: car.body_is_free(p, y, walls))(state.pos, state.yaw)
     assert bool(jnp.all(free))
+
+
+def test_wrap_degrees_is_jnp_mod_bit_for_bit():
+    angle = np.concatenate([np.linspace(-539.99, 539.99, 1_000_001),
+                            np.nextafter(np.float32([-180, 180, 0, 360, -360]), np.float32(0))]).astype(np.float32)
+    angle = np.concatenate([angle, -angle, np.float32([-180, 180, 0, 360, -360, 540 - 1e-4])])
+    expected = jax.jit(lambda a: jnp.mod(a + 180.0, 360.0) - 180.0)(angle)
+    np.testing.assert_array_equal(np.asarray(jax.jit(car.wrap_degrees)(angle)), np.asarray(expected))
