@@ -69,7 +69,7 @@ def heading(yaw_deg: Scalar) -> Vec:
     return Vec(jnp.where(quadrant >= 2, -sin, sin), jnp.where((quadrant == 1) | (quadrant == 2), -cos, cos))
 
 
-#: Cephes' ``sinf`` and ``cosf`` polynomials for |x| ≤ π/4: sin x ≈ x + x·z·S(z), cos x ≈ 1 − z/2 + z²·C(z), z = x².
+#: Cephes' ``sinf`` and ``cosf`` polynomials for |x| ≤ π/4, z = x²: sin x ≈ x + x·z·S(z), cos x ≈ 1 − z/2 + z²·C(z).
 _SIN_COEFFICIENTS = (-1.9515295891e-4, 8.3321608736e-3, -1.6666654611e-1)
 _COS_COEFFICIENTS = (2.443315711809948e-5, -1.388731625493765e-3, 4.166664568298827e-2)
 

@@ -61,3 +61,39 @@ def test_tune_cpu_compiler_returns_the_flags_it_added(tmp_path, monkeypatch):
         "--xla_cpu_prefer_vector_width=512", "--xla_backend_optimization_level=2"]
     assert fresh["XLA_FLAGS"] == "--xla_cpu_prefer_vector_width=512 --xla_backend_optimization_level=2"
     assert tune_cpu_compiler(fresh, _cpu(tmp_path, AVX512)) == []
+
+
+def test_the_functions_rlrobot_computes_are_right_under_its_compiler_flags():
+    """Compiled with the flags ``tune_cpu_compiler`` set for this session (``tests/conftest.py``): 512-bit vectors
+    on a CPU with AVX-512 changed JAX 0.10.2's ``atan`` into wrong values, so every elementwise function the scenes,
+    the networks and the loss use is checked against NumPy in float64 here."""
+    import flax.linen as nn
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from envs import car, geometry
+
+    x = np.random.default_rng(0).normal(size=4096).astype(np.float32) * 3
+    positive = np.abs(x) + 0.01
+    exact = x.astype(np.float64)
+    checks = {
+        "tanh": (jnp.tanh, np.tanh(exact)),
+        "exp": (jnp.exp, np.exp(exact)),
+        "log": (lambda v: jnp.log(jnp.abs(v) + 0.01), np.log(positive.astype(np.float64))),
+        "sqrt": (lambda v: jnp.sqrt(jnp.abs(v) + 0.01), np.sqrt(positive.astype(np.float64))),
+        "swish": (nn.swish, exact / (1 + np.exp(-exact))),
+        "sin": (jnp.sin, np.sin(exact)),
+        "cos": (jnp.cos, np.cos(exact)),
+        "heading": (lambda v: geometry.heading(v * 60).x, np.sin(np.deg2rad(exact * 60))),
+        "atan2": (lambda v: geometry.atan2(v, v[::-1]), np.arctan2(exact, exact[::-1])),
+        "wrap_degrees": (lambda v: car.wrap_degrees(v * 40),
+                         np.mod((x * np.float32(40)).astype(np.float64) + 180, 360) - 180),
+    }
+    wrong = {}
+    for name, (fn, expected) in checks.items():
+        got = np.asarray(jax.jit(fn)(x), np.float64)
+        error = np.max(np.abs(got - expected) / np.maximum(np.abs(expected), 1.0))
+        if error > 1e-5:
+            wrong[name] = error
+    assert not wrong
