@@ -164,7 +164,7 @@ def nearest_hit(obstacles: jnp.ndarray, target: jnp.ndarray) -> tuple[jnp.ndarra
 
     On a tie the obstacle wins, as with Unity's colliders listed before the target.
     """
-    return jnp.minimum(obstacles, target), target < obstacles
+    return geometry.smaller(obstacles, target), target < obstacles
 
 
 _RAY_BITS = np.left_shift(1, np.arange(NUM_RAYS)).astype(np.int32)

@@ -164,7 +164,7 @@ class MobileRobotObstacles(Environment[MobileRobotObstaclesState, MobileRobotObs
         pos = car.as_vec(state.pos)
         forward = geometry.heading(state.yaw) if forward is None else forward
         rays = car.sensor_rays(pos, forward, params.sensor_behind_pivot)
-        obstacles = functools.reduce(jnp.minimum, [geometry.ray_box_distance(rays, block) for block in blocks],
+        obstacles = functools.reduce(geometry.smaller, [geometry.ray_box_distance(rays, block) for block in blocks],
                                      car.nearest_wall(rays, walls))
         distances, hit_goal = car.nearest_hit(obstacles, geometry.ray_box_distance(rays, goal))
         distances = jnp.where(distances <= params.ray_length, distances, jnp.inf)
@@ -190,9 +190,9 @@ class MobileRobotObstacles(Environment[MobileRobotObstaclesState, MobileRobotObs
 
     def _stage(self, pos: Vec, forward: Vec, facing, blocks: tuple[Box, ...], goal: Box, params) -> jnp.ndarray:
         to_goal = Vec(goal.center.x - pos.x, goal.center.z - pos.z)
-        length = jnp.maximum(jnp.sqrt(geometry.dot(to_goal, to_goal)), 1e-6)
+        length = geometry.larger(jnp.sqrt(geometry.dot(to_goal, to_goal)), 1e-6)
         pivot_ray = geometry.Ray(pos, Vec(to_goal.x / length, to_goal.z / length))
-        to_block = functools.reduce(jnp.minimum, [geometry.ray_box_distance(pivot_ray, block) for block in blocks])
+        to_block = functools.reduce(geometry.smaller, [geometry.ray_box_distance(pivot_ray, block) for block in blocks])
         to_goal_box = geometry.ray_box_distance(pivot_ray, goal)
         bearing = jnp.rad2deg(geometry.atan2(geometry.dot(to_goal, geometry.right_of(forward)),
                                              geometry.dot(to_goal, forward)))

@@ -95,3 +95,11 @@ def test_heading_is_exact_at_right_angles_and_close_everywhere():
     np.testing.assert_array_equal(np.abs(np.asarray(right.x)), [0, 1, 0, 1, 1, 0, 0])
     np.testing.assert_array_equal(np.abs(np.asarray(right.z)), [1, 0, 1, 0, 0, 1, 1])
     np.testing.assert_array_equal(np.sign(np.asarray(right.x)) * np.abs(np.asarray(right.x)), [0, 1, 0, -1, -1, 0, 0])
+
+
+def test_smaller_and_larger_are_minimum_and_maximum_without_nans():
+    rng = np.random.default_rng(1)
+    a = np.concatenate([rng.normal(size=1000), [np.inf, -np.inf, 1.0, np.inf]]).astype(np.float32)
+    b = np.concatenate([rng.normal(size=1000), [1.0, np.inf, 1.0, np.inf]]).astype(np.float32)
+    np.testing.assert_array_equal(jax.jit(geometry.smaller)(a, b), np.minimum(a, b))
+    np.testing.assert_array_equal(jax.jit(geometry.larger)(a, b), np.maximum(a, b))
