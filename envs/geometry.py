@@ -251,8 +251,6 @@ def fused_min(values: jnp.ndarray, axis: int) -> jnp.ndarray:
     return _select_reduce(values, np.inf, smaller, axis)
 
 
-
-
 def _select_reduce(values: jnp.ndarray, initial: float, reducer: Callable, axis: int) -> jnp.ndarray:
     """A reduction of ``values`` over ``axis`` by ``reducer`` (:func:`larger` or :func:`smaller`).
 
