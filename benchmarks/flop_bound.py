@@ -28,7 +28,6 @@ learns from fewer, and the count overstates its work.)
 from __future__ import annotations
 
 import argparse
-import json
 from collections.abc import Callable, Sequence
 from functools import partial
 
@@ -38,7 +37,7 @@ import jax.numpy as jnp
 
 from benchmarks.__main__ import flops_per_agent_step, matmul_rate
 from benchmarks.env_throughput import make_runner, split_over_devices
-from benchmarks.machine import machine_info, median_seconds
+from benchmarks.machine import median_seconds, report
 from benchmarks.train_throughput import measure as measure_training
 from rlrobot import network_split
 from rlrobot.config import load_run_settings
@@ -186,13 +185,7 @@ def main(argv: list[str] | None = None) -> None:
         rows = [row for config in args.configs for row in bound_rows(config, args.iterations, args.repeats)]
     except ValueError as error:
         parser.error(str(error))
-    info = machine_info()
-    print(f"NN-FLOP bound: an iteration's floor and what the training takes, in ms — {info['cpu']} "
-          f"({info['cores']} cores), {info['backend']}, JAX {info['jax']}, {info['date']}")
-    print(table(rows))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"machine": info, "rows": rows}, f, indent=2)
+    report("NN-FLOP bound: an iteration's floor and what the training takes, in ms", table(rows), args.json, rows=rows)
 
 
 if __name__ == "__main__":

@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 from typing import Any
 
 import jax
 
 import envs
 from benchmarks.env_throughput import Act, make_runner
-from benchmarks.machine import compile_and_time, machine_info, throughput_row, throughput_table
+from benchmarks.machine import compile_and_time, report, throughput_row, throughput_table
 from envs.api import Environment
 from rlrobot.config import load_run_settings
 from rlrobot.host_devices import tune_cpu_compiler
@@ -66,13 +65,8 @@ def main(argv: list[str] | None = None) -> None:
     env = envs.make(args.env)
     spec = network_spec(args.config, env)
     rows = [measure(env, env.default_params, n, args.agent_steps, args.repeats, spec) for n in args.num_envs]
-    info = machine_info()
-    print(f"{args.env} env + inference ({spec.num_layers}x{spec.hidden_units}) throughput — {info['cpu']} "
-          f"({info['cores']} cores), {info['backend']}, JAX {info['jax']}, {info['date']}")
-    print(throughput_table(rows))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"machine": info, "env": args.env, "config": args.config, "rows": rows}, f, indent=2)
+    report(f"{args.env} env + inference ({spec.num_layers}x{spec.hidden_units}) throughput", throughput_table(rows),
+           args.json, env=args.env, config=args.config, rows=rows)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime
+import json
 import os
 import platform
 import statistics
@@ -34,6 +35,17 @@ def machine_info() -> dict:
         "jax": jax.__version__,
         "python": platform.python_version(),
     }
+
+
+def report(title: str, table: str, json_path: str | None, **results: Any) -> None:
+    """Print ``title`` stamped with this machine, then ``table``; with ``json_path``, also write ``results`` and the
+    machine there as JSON."""
+    info = machine_info()
+    print(f"{title} — {info['cpu']} ({info['cores']} cores), {info['backend']}, JAX {info['jax']}, {info['date']}")
+    print(table)
+    if json_path:
+        with open(json_path, "w") as f:
+            json.dump({"machine": info, **results}, f, indent=2)
 
 
 def median_seconds(run: Callable[[], object], repeats: int) -> float:
