@@ -77,3 +77,13 @@ def test_a_run_reports_both_floors_with_the_fraction_each_allows(tmp_path):
         np.testing.assert_allclose(row["max_fraction"], steps_per_second / row["ceiling_agent_steps_per_second"])
         assert row["achieved_fraction"] == rows[0]["achieved_fraction"] > 0   # one training measurement
     assert "| with Swish |" in proc.stdout
+
+
+def test_a_config_whose_networks_are_not_split_is_refused_naming_the_file(tmp_path, capsys):
+    config = tmp_path / "wide.yaml"
+    config.write_text(TINY.replace("hidden_units: 16", "hidden_units: 256"))
+    with pytest.raises(SystemExit) as exit_info:
+        flop_bound.main([str(config)])
+    assert exit_info.value.code == 2
+    message = capsys.readouterr().err.strip().splitlines()[-1]
+    assert str(config) in message and "network_split" in message
